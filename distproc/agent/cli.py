@@ -1,0 +1,182 @@
+"""The agent's command line: one verb per step the coordinator asks of a host.
+
+Every verb prints one JSON object on stdout (except `follow`, which streams
+JSON lines, and `pack`, which writes a tar stream), so the coordinator never
+scrapes text. Failures print {"error": ...} and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from typing import Any, Dict, List, Optional
+
+from . import files, follow, runner
+from .container import Docker
+from .task import JobDir, TaskError, parse_task
+
+MIN_PYTHON = (3, 9)
+
+
+def _print(doc: Dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(doc, sort_keys=True) + "\n")
+    sys.stdout.flush()
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    _print({"python": list(sys.version_info[:3]), "pid": os.getpid()})
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    """Create the job folder from the task on stdin: configs, LocalPaths, 0600 task."""
+    jobdir = JobDir(args.jobdir)
+    raw = sys.stdin.buffer.read()
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+        task = parse_task(doc)
+    except (ValueError, TaskError) as exc:
+        _print({"error": "bad task document: {}".format(exc)})
+        return 2
+    if os.path.isdir(jobdir.root):
+        pid = runner.agent_pid(jobdir)
+        if pid is not None and runner.pid_alive(pid):
+            _print({"error": "job folder {} is in use by agent pid {}".format(jobdir.root, pid)})
+            return 2
+        # A leftover of an earlier attempt of this job name: nothing runs there.
+        shutil.rmtree(jobdir.root)
+    os.makedirs(jobdir.root, mode=0o700)
+    os.chmod(jobdir.root, 0o700)
+    files.write_atomic(jobdir.task, raw, 0o600)
+    config = jobdir.host_path("/opt/ml/config")
+    os.makedirs(config)
+    files.write_json_atomic(os.path.join(config, "resourceconfig.json"), task.resource_config)
+    files.write_json_atomic(os.path.join(config, "processingjobconfig.json"), task.processing_job_config)
+    os.makedirs(jobdir.host_path("/opt/ml/output"), exist_ok=True)
+    for path in task.local_paths:
+        os.makedirs(jobdir.host_path(path), exist_ok=True)
+    files.EventLog(jobdir.events).emit("prepared")
+    _print({"jobdir": jobdir.root})
+    return 0
+
+
+def cmd_untar(args: argparse.Namespace) -> int:
+    """Unpack a tar stream from stdin under a container path of the job folder."""
+    jobdir = JobDir(args.jobdir)
+    dest = jobdir.host_path(args.path)
+    try:
+        count, size = files.extract_tar(sys.stdin.buffer, dest)
+    except (ValueError, OSError) as exc:
+        _print({"error": "cannot unpack into {}: {}".format(args.path, exc)})
+        return 1
+    _print({"files": count, "bytes": size})
+    return 0
+
+
+def cmd_pack(args: argparse.Namespace) -> int:
+    """Write every regular file under a container path of the job folder as tar."""
+    jobdir = JobDir(args.jobdir)
+    files.pack_tree(jobdir.host_path(args.path), sys.stdout.buffer)
+    sys.stdout.buffer.flush()
+    return 0
+
+
+def cmd_launch(args: argparse.Namespace) -> int:
+    jobdir = JobDir(args.jobdir)
+    if not os.path.exists(jobdir.task):
+        _print({"error": "no task in {}: prepare it first".format(jobdir.root)})
+        return 2
+    pid = runner.agent_pid(jobdir)
+    if pid is not None and runner.pid_alive(pid):
+        _print({"pid": pid, "already_running": True})
+        return 0
+    _print({"pid": runner.launch(jobdir)})
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run in the foreground (for debugging on a host)."""
+    _print(runner.run(JobDir(args.jobdir)))
+    return 0
+
+
+def cmd_follow(args: argparse.Namespace) -> int:
+    return follow.follow(JobDir(args.jobdir), args.events_offset, args.log_offset)
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    _print(runner.request_stop(JobDir(args.jobdir), args.reason))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    _print(runner.describe_state(JobDir(args.jobdir)))
+    return 0
+
+
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    """Remove the job's data and container; keep the record (events, log, result)."""
+    jobdir = JobDir(args.jobdir)
+    problems: List[str] = []
+    try:
+        task: Optional[Any] = jobdir.load_task()
+    except TaskError:
+        task = None
+    if task is not None:
+        Docker(task.docker).remove(task.container_name)
+    for path in (jobdir.ml, jobdir.task, jobdir.env_file, jobdir.stop_request):
+        try:
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            elif os.path.exists(path):
+                os.unlink(path)
+        except OSError as exc:
+            problems.append("{}: {}".format(path, exc))
+    _print({"removed": not problems, "problems": problems})
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="distproc-agent")
+    sub = parser.add_subparsers(dest="verb", required=True)
+    sub.add_parser("probe").set_defaults(func=cmd_probe)
+    for name, func in (
+        ("prepare", cmd_prepare),
+        ("launch", cmd_launch),
+        ("run", cmd_run),
+        ("status", cmd_status),
+        ("cleanup", cmd_cleanup),
+    ):
+        p = sub.add_parser(name)
+        p.add_argument("jobdir")
+        p.set_defaults(func=func)
+    for name, func in (("untar", cmd_untar), ("pack", cmd_pack)):
+        p = sub.add_parser(name)
+        p.add_argument("jobdir")
+        p.add_argument("path", help="a path under /opt/ml as the container sees it")
+        p.set_defaults(func=func)
+    p = sub.add_parser("follow")
+    p.add_argument("jobdir")
+    p.add_argument("--events-offset", type=int, default=0)
+    p.add_argument("--log-offset", type=int, default=0)
+    p.set_defaults(func=cmd_follow)
+    p = sub.add_parser("stop")
+    p.add_argument("jobdir")
+    p.add_argument("--reason", default="stop requested")
+    p.set_defaults(func=cmd_stop)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    if sys.version_info < MIN_PYTHON:
+        _print({"error": "the distproc agent needs python >= 3.9, this is {}".format(sys.version.split()[0])})
+        return 2
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except TaskError as exc:
+        _print({"error": str(exc)})
+        return 2

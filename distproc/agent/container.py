@@ -1,0 +1,158 @@
+"""Docker, as the agent drives it: the `docker run` argv and the CLI calls.
+
+The argv is built by a pure function so the contract's rules (entrypoint
+cases, networking, GPUs, labels) are tested without a daemon.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from .task import DockerAccess, HostTask
+
+LABEL_JOB = "distproc.job"
+LABEL_ALGO = "distproc.algo"
+
+
+class DockerError(Exception):
+    def __init__(self, argv: Sequence[str], status: int, stderr: str) -> None:
+        self.argv = list(argv)
+        self.status = status
+        self.stderr = stderr
+        tail = stderr.strip()[-600:]
+        super().__init__("docker {} failed (exit {}): {}".format(argv[0] if argv else "", status, tail))
+
+
+def run_argv(task: HostTask, ml_dir: str, env_file: Optional[str], inherited_env: Sequence[str]) -> List[str]:
+    """The arguments after `docker` that start this host's container, detached.
+
+    Entrypoint rules (contract.md): Docker's --entrypoint takes one word and
+    clears the image's CMD, so an entrypoint [E0, E1, ...] becomes
+    `--entrypoint E0 IMAGE E1 ... ARGS ...`; arguments alone keep the image's
+    ENTRYPOINT and replace its CMD; neither keeps both.
+    """
+    argv = [
+        "run",
+        "--detach",
+        "--name",
+        task.container_name,
+        "--label",
+        "{}={}".format(LABEL_JOB, task.job_name),
+        "--label",
+        "{}={}".format(LABEL_ALGO, task.algo),
+        "--network",
+        "host",
+        "--hostname",
+        task.algo,
+    ]
+    for name, address in task.add_hosts:
+        argv += ["--add-host", "{}:{}".format(name, address)]
+    if env_file is not None:
+        argv += ["--env-file", env_file]
+    for key in inherited_env:
+        argv += ["--env", key]
+    argv += ["--volume", "{}:/opt/ml".format(ml_dir)]
+    argv += gpu_argv(task.gpus, task.gpu_mode)
+    trailing: List[str] = []
+    if task.entrypoint:
+        argv += ["--entrypoint", task.entrypoint[0]]
+        trailing += list(task.entrypoint[1:])
+    if task.arguments:
+        trailing += list(task.arguments)
+    argv.append(task.image)
+    argv += trailing
+    return argv
+
+
+def gpu_argv(gpus: object, mode: str) -> List[str]:
+    """Flags that hand the host's GPUs to the container (none on a CPU host)."""
+    if gpus == 0 or gpus is None:
+        return []
+    if mode == "runtime":
+        visible = "all" if gpus == "all" else ",".join(str(i) for i in range(int(str(gpus))))
+        return ["--runtime", "nvidia", "--env", "NVIDIA_VISIBLE_DEVICES={}".format(visible)]
+    return ["--gpus", "all" if gpus == "all" else str(gpus)]
+
+
+class Docker:
+    """The docker CLI on this host, pointed at the daemon the inventory names."""
+
+    def __init__(self, access: DockerAccess) -> None:
+        self.command = list(access.command)
+        self.base_env = dict(os.environ)
+        if access.host:
+            self.base_env["DOCKER_HOST"] = access.host
+
+    def argv(self, args: Sequence[str]) -> List[str]:
+        return self.command + list(args)
+
+    def env(self, extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+        env = dict(self.base_env)
+        if extra:
+            env.update(extra)
+        return env
+
+    def run(
+        self,
+        args: Sequence[str],
+        extra_env: Optional[Dict[str, str]] = None,
+        check: bool = True,
+        timeout: Optional[float] = 120,
+    ) -> Tuple[int, str, str]:
+        try:
+            proc = subprocess.run(
+                self.argv(args),
+                env=self.env(extra_env),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                timeout=timeout,
+                check=False,
+            )
+        except FileNotFoundError as exc:
+            raise DockerError(list(args), 127, "docker command not found: {}".format(exc)) from exc
+        except subprocess.TimeoutExpired as exc:
+            raise DockerError(list(args), 124, "timed out after {} s".format(timeout)) from exc
+        out = proc.stdout.decode("utf-8", "replace")
+        err = proc.stderr.decode("utf-8", "replace")
+        if check and proc.returncode != 0:
+            raise DockerError(list(args), proc.returncode, err)
+        return proc.returncode, out, err
+
+    def popen(self, args: Sequence[str], stdout: object, extra_env: Optional[Dict[str, str]] = None) -> "subprocess.Popen[bytes]":
+        return subprocess.Popen(
+            self.argv(args),
+            env=self.env(extra_env),
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,  # type: ignore[arg-type]
+            stderr=subprocess.STDOUT,
+        )
+
+    def image_present(self, image: str) -> bool:
+        status, _, _ = self.run(["image", "inspect", "--format", "{{.Id}}", image], check=False)
+        return status == 0
+
+    def container_exists(self, name: str) -> bool:
+        status, _, _ = self.run(["container", "inspect", "--format", "{{.Id}}", name], check=False)
+        return status == 0
+
+    def kill(self, name: str, signal: str) -> None:
+        # A container that already exited makes kill fail; that is the goal reached.
+        self.run(["kill", "--signal", signal, name], check=False)
+
+    def remove(self, name: str) -> None:
+        self.run(["rm", "--force", name], check=False)
+
+    def exit_code(self, name: str) -> Optional[int]:
+        status, out, _ = self.run(
+            ["container", "inspect", "--format", "{{.State.ExitCode}} {{.State.OOMKilled}}", name],
+            check=False,
+        )
+        if status != 0:
+            return None
+        try:
+            return int(out.split()[0])
+        except (ValueError, IndexError):
+            return None

@@ -1,0 +1,312 @@
+"""The detached run of one host's task: image, container, watch, result.
+
+`launch` double-forks so the run outlives the SSH session that started it;
+the run then records everything in the job folder (events.jsonl,
+container.log, result.json) for the coordinator to follow, now or after a
+reconnect. MaxRuntimeInSeconds is enforced here, on the host, so a lost
+coordinator never leaves a container running forever.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from typing import Any, Dict, Optional
+
+from .container import Docker, DockerError, run_argv
+from .files import EventLog, now, read_json, read_message, write_atomic, write_json_atomic
+from .task import HostTask, JobDir, TaskError, env_lines
+
+# How often the watch loop wakes to check for a stop request or the deadline.
+WATCH_INTERVAL = 0.25
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def agent_pid(jobdir: JobDir) -> Optional[int]:
+    try:
+        with open(jobdir.pid, encoding="ascii") as fh:
+            return int(fh.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def launch(jobdir: JobDir) -> int:
+    """Start the run detached from this process's session; return its pid."""
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the forked child
+        try:
+            os.close(read_end)
+            os.setsid()
+            grandchild = os.fork()
+            if grandchild == 0:
+                _detach_stdio(jobdir)
+                pid = os.getpid()
+                write_atomic(jobdir.pid, "{}\n".format(pid).encode("ascii"))
+                os.write(write_end, "{}\n".format(pid).encode("ascii"))
+                os.close(write_end)
+                code = 0
+                try:
+                    run(jobdir)
+                except BaseException:  # the last line of defence: record, then exit
+                    import traceback
+
+                    traceback.print_exc()
+                    code = 1
+                finally:
+                    os._exit(code)
+            os._exit(0)
+        except BaseException:
+            os._exit(1)
+    os.close(write_end)
+    os.waitpid(child, 0)
+    with os.fdopen(read_end, "rb") as fh:
+        data = fh.read()
+    if not data.strip():
+        raise RuntimeError("agent run did not start; see {}".format(jobdir.agent_log))
+    return int(data.strip())
+
+
+def _detach_stdio(jobdir: JobDir) -> None:
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    log = os.open(jobdir.agent_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    sys.stdout = os.fdopen(1, "w", buffering=1)
+    sys.stderr = os.fdopen(2, "w", buffering=1)
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGINT (from `agent stop`) or by the deadline."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.reason = ""
+
+    def set(self, reason: str) -> None:
+        if not self.event.is_set():
+            self.reason = reason
+            self.event.set()
+
+
+def _stop_reason(jobdir: JobDir) -> str:
+    request = read_json(jobdir.stop_request)
+    if isinstance(request, dict) and isinstance(request.get("reason"), str):
+        return str(request["reason"])
+    return "stop requested"
+
+
+def run(jobdir: JobDir) -> Dict[str, Any]:
+    """Run the task in the foreground and write result.json; return the result."""
+    events = EventLog(jobdir.events)
+    started = now()
+    result: Dict[str, Any] = {
+        "exit_code": None,
+        "stopped": False,
+        "stop_reason": None,
+        "message": None,
+        "message_valid": True,
+        "error": None,
+        "error_class": None,
+        "agent_started": started,
+        "container_started": None,
+        "container_ended": None,
+    }
+    stop = StopFlag()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stop.set(_stop_reason(jobdir))
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    events.emit("agent_started", pid=os.getpid())
+    try:
+        task = jobdir.load_task()
+    except TaskError as exc:
+        return _finish(jobdir, events, result, "InternalServerError", str(exc))
+    # A stop may have been asked for before this process existed.
+    if os.path.exists(jobdir.stop_request):
+        stop.set(_stop_reason(jobdir))
+    deadline = started + task.max_runtime_seconds if task.max_runtime_seconds else None
+    docker = Docker(task.docker)
+    try:
+        _ensure_image(docker, task, events, stop)
+    except DockerError as exc:
+        return _finish(
+            jobdir, events, result, "ClientError", "cannot pull image {}: {}".format(task.image, exc.stderr.strip()[-500:])
+        )
+    if stop.event.is_set():
+        result.update(stopped=True, stop_reason=stop.reason)
+        return _finish(jobdir, events, result, None, None)
+    try:
+        _run_container(jobdir, task, docker, events, stop, deadline, result)
+    except DockerError as exc:
+        return _finish(jobdir, events, result, "InternalServerError", str(exc))
+    finally:
+        docker.remove(task.container_name)
+    message, valid = read_message(jobdir.host_path("/opt/ml/output/message"))
+    result.update(message=message, message_valid=valid)
+    return _finish(jobdir, events, result, result.get("error_class"), result.get("error"))
+
+
+def _ensure_image(docker: Docker, task: HostTask, events: EventLog, stop: StopFlag) -> None:
+    if docker.image_present(task.image):
+        events.emit("image_ready", pulled=False)
+        return
+    events.emit("image_pull_started", image=task.image)
+    docker.run(["pull", task.image], timeout=None)
+    events.emit("image_ready", pulled=True)
+
+
+def _run_container(
+    jobdir: JobDir,
+    task: HostTask,
+    docker: Docker,
+    events: EventLog,
+    stop: StopFlag,
+    deadline: Optional[float],
+    result: Dict[str, Any],
+) -> None:
+    name = task.container_name
+    docker.remove(name)  # a leftover of an earlier attempt under the same identity
+    file_lines, inherited = env_lines(task.environment)
+    write_atomic(jobdir.env_file, "".join(line + "\n" for line in file_lines).encode("utf-8"), 0o600)
+    inherited_values = {k: v for k, v in task.environment if k in set(inherited)}
+    try:
+        argv = run_argv(task, jobdir.ml, jobdir.env_file, inherited)
+        status, _, err = docker.run(argv, extra_env=inherited_values, check=False, timeout=300)
+    finally:
+        # Docker has read the values once the container exists; keep no copy on disk.
+        os.unlink(jobdir.env_file)
+    result["container_started"] = now()
+    if status != 0:
+        code = docker.exit_code(name)
+        result.update(container_ended=now(), exit_code=code if code else None)
+        # A daemon we cannot reach is the platform's fault; a container that
+        # cannot start (bad entrypoint, bad image) is the job's.
+        unreachable = "Cannot connect to the Docker daemon" in err
+        result.update(
+            error_class="InternalServerError" if unreachable else "ClientError",
+            error="container could not start: {}".format(err.strip()[-600:]),
+        )
+        events.emit("container_failed_to_start", status=status)
+        return
+    events.emit("container_started", name=name)
+    with open(jobdir.log, "ab") as log:
+        follower = docker.popen(["logs", "--follow", name], stdout=log)
+    waiter = subprocess.Popen(
+        docker.argv(["wait", name]), env=docker.env(), stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    interrupt_at: Optional[float] = None
+    killed = False
+    while True:
+        try:
+            out, _ = waiter.communicate(timeout=WATCH_INTERVAL)
+            break
+        except subprocess.TimeoutExpired:
+            pass
+        t = now()
+        if interrupt_at is None and deadline is not None and t >= deadline:
+            stop.set("MaxRuntimeInSeconds ({} s) exceeded".format(task.max_runtime_seconds))
+        if interrupt_at is None and stop.event.is_set():
+            interrupt_at = t
+            result.update(stopped=True, stop_reason=stop.reason)
+            events.emit("stopping", reason=stop.reason, grace_seconds=task.stop_grace_seconds)
+            docker.kill(name, "SIGINT")
+        if interrupt_at is not None and not killed and t >= interrupt_at + task.stop_grace_seconds:
+            killed = True
+            events.emit("killing", reason="grace period over")
+            docker.kill(name, "SIGKILL")
+    result["container_ended"] = now()
+    code: Optional[int]
+    try:
+        code = int(out.decode("ascii", "replace").strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        code = docker.exit_code(name)
+    result["exit_code"] = code
+    try:
+        follower.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        follower.kill()
+        follower.wait()
+    events.emit("container_exited", exit_code=code)
+
+
+def _finish(
+    jobdir: JobDir, events: EventLog, result: Dict[str, Any], error_class: Optional[str], error: Optional[str]
+) -> Dict[str, Any]:
+    result["error_class"] = error_class
+    result["error"] = error
+    result["agent_ended"] = now()
+    result["status"] = host_status(result)
+    write_json_atomic(jobdir.result, result)
+    events.emit("finished", status=result["status"], exit_code=result["exit_code"])
+    return result
+
+
+def host_status(result: Dict[str, Any]) -> str:
+    """This host's status: Stopped if we stopped it, else by error and exit code."""
+    if result.get("stopped"):
+        return "Stopped"
+    if result.get("error") or result.get("exit_code") != 0 or not result.get("message_valid", True):
+        return "Failed"
+    return "Completed"
+
+
+def request_stop(jobdir: JobDir, reason: str) -> Dict[str, Any]:
+    """Ask the run to stop (SIGINT, grace, SIGKILL); works if the run is gone too."""
+    if os.path.exists(jobdir.result):
+        return {"state": "finished"}
+    write_json_atomic(jobdir.stop_request, {"reason": reason, "time": now()}, 0o600)
+    pid = agent_pid(jobdir)
+    if pid is not None and pid_alive(pid):
+        os.kill(pid, signal.SIGTERM)
+        return {"state": "signalled", "pid": pid}
+    # No agent: kill by identity so nothing is left running unaccounted for.
+    try:
+        task = jobdir.load_task()
+    except TaskError:
+        return {"state": "no-agent"}
+    docker = Docker(task.docker)
+    docker.kill(task.container_name, "SIGKILL")
+    code = docker.exit_code(task.container_name)
+    docker.remove(task.container_name)
+    result = {
+        "exit_code": code, "stopped": True, "stop_reason": reason, "message": None,
+        "message_valid": True, "error": "agent was gone; container killed by stop",
+        "error_class": None, "agent_started": None, "container_started": None,
+        "container_ended": now(),
+    }
+    _finish(jobdir, EventLog(jobdir.events), result, None, result["error"])
+    return {"state": "killed-without-agent"}
+
+
+def describe_state(jobdir: JobDir) -> Dict[str, Any]:
+    pid = agent_pid(jobdir)
+    return {
+        "exists": os.path.isdir(jobdir.root),
+        "pid": pid,
+        "alive": bool(pid and pid_alive(pid)),
+        "result": read_json(jobdir.result),
+    }
+
+
+def dumps(doc: Any) -> str:
+    return json.dumps(doc, sort_keys=True)

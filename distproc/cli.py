@@ -1,0 +1,210 @@
+"""The `distproc` command.
+
+Exit codes of `run`: 0 Completed, 1 Failed, 2 invalid input (job, inventory,
+usage, a name already used), 3 Stopped, 4 any other distproc error. Other
+commands: 0 success, 2 invalid input or unknown job, 4 other errors.
+Every DistprocError becomes one clear message; a traceback means a bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import DistprocError, InventoryError, JobExistsError, JobNotFoundError, SpecError
+from .logconfig import configure
+
+EXIT_COMPLETED = 0
+EXIT_FAILED = 1
+EXIT_INVALID = 2
+EXIT_STOPPED = 3
+EXIT_ERROR = 4
+
+_STATUS_EXIT = {"Completed": EXIT_COMPLETED, "Failed": EXIT_FAILED, "Stopped": EXIT_STOPPED}
+_INVALID = (SpecError, InventoryError, JobExistsError, JobNotFoundError)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="distproc",
+        description="Run SageMaker-Processing-style container jobs on machines you own.",
+    )
+    parser.add_argument("--version", action="version", version=f"distproc {__version__}")
+    parser.add_argument("--home", type=Path, help="job store folder (default: $DISTPROC_HOME, else ~/.local/state/distproc)")
+    parser.add_argument("--log-format", choices=("console", "json"), default="console", help="how distproc's own messages (stderr) look")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug messages too")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a job and wait for its end")
+    run.add_argument("job", type=Path, help="a CreateProcessingJob request (JSON)")
+    run.add_argument("-i", "--inventory", type=Path, required=True, help="Ansible YAML inventory")
+    run.add_argument("--job-name", metavar="NAME", help="use this ProcessingJobName instead of the file's")
+    run.add_argument("--stop-grace", type=float, default=10.0, metavar="SECONDS", help="time between SIGINT and SIGKILL when stopping (default 10)")
+    run.add_argument("--fan-out", type=int, default=64, metavar="N", help="hosts prepared at once (default 64)")
+    run.add_argument("--quiet", action="store_true", help="do not print container output (it is still kept in the logs)")
+    run.set_defaults(func=cmd_run)
+
+    validate = sub.add_parser("validate", help="check a job and inventory and print the plan")
+    validate.add_argument("job", type=Path)
+    validate.add_argument("-i", "--inventory", type=Path, help="Ansible YAML inventory (omit to check the job alone)")
+    validate.add_argument("--json", action="store_true")
+    validate.set_defaults(func=cmd_validate)
+
+    describe = sub.add_parser("describe", help="show a job (DescribeProcessingJob)")
+    describe.add_argument("name")
+    describe.add_argument("--json", action="store_true", help="DescribeProcessingJob-shaped JSON")
+    describe.set_defaults(func=cmd_describe)
+
+    listing = sub.add_parser("list", help="list jobs, newest first")
+    listing.add_argument("--status", choices=("InProgress", "Completed", "Failed", "Stopping", "Stopped"))
+    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(func=cmd_list)
+
+    stop = sub.add_parser("stop", help="stop a running job (SIGINT, grace period, SIGKILL)")
+    stop.add_argument("name")
+    stop.set_defaults(func=cmd_stop)
+
+    logs = sub.add_parser("logs", help="print a job's container output")
+    logs.add_argument("name")
+    logs.add_argument("--host", metavar="algo-K", help="one host only")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing until the job ends")
+    logs.set_defaults(func=cmd_logs)
+    return parser
+
+
+def _store(args: argparse.Namespace) -> Any:
+    from .store import Store
+
+    return Store(args.home)
+
+
+def _load(args: argparse.Namespace) -> tuple[Any, Any]:
+    from .inventory import load_inventory, select_hosts
+    from .spec import load_job, parse_job
+
+    job = load_job(args.job)
+    if getattr(args, "job_name", None):
+        # Validated like the rest of the request, by the same code path.
+        job = parse_job({**job.request_dict(), "ProcessingJobName": args.job_name})
+    if args.inventory is None:
+        return job, None
+    inventory = load_inventory(args.inventory)
+    hosts = select_hosts(inventory, job.cluster.instance_type, job.cluster.instance_count)
+    return job, hosts
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .plan import algo_names
+
+    job, hosts = _load(args)
+    plan = []
+    if hosts is not None:
+        plan = [
+            {"Host": algo, "InventoryHost": h.name, "Address": h.address, "PrivateAddress": h.private_address,
+             "Connection": h.connection, "WorkDir": h.work_dir, "Gpus": h.gpus}
+            for algo, h in zip(algo_names(len(hosts)), hosts, strict=True)
+        ]
+    if args.json:
+        print(json.dumps({"ProcessingJobName": job.name, "Valid": True, "Warnings": list(job.warnings), "Plan": plan}, indent=2))
+        return 0
+    print(f"job {job.name} is valid: {job.cluster.instance_count} x {job.cluster.instance_type}, image {job.app.image_uri}")
+    for warning in job.warnings:
+        print(f"warning: {warning}")
+    for row in plan:
+        print(f"  {row['Host']:<8} <- {row['InventoryHost']} ({row['Connection']} {row['Address']}, reached by others at {row['PrivateAddress']})")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .coordinator import JobRunner, RunOptions
+
+    job, hosts = _load(args)
+    store = _store(args)
+    for warning in job.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    options = RunOptions(
+        stop_grace_seconds=args.stop_grace, fan_out=max(1, args.fan_out),
+        console=None if args.quiet else sys.stdout,
+    )
+    runner = JobRunner(job, hosts, store, str(args.inventory), options)
+
+    async def main() -> Any:
+        loop = asyncio.get_running_loop()
+        for sig, why in ((signal.SIGINT, "interrupted (Ctrl-C)"), (signal.SIGTERM, "terminated (SIGTERM)")):
+            loop.add_signal_handler(sig, runner.request_stop, why)
+        return await runner.run()
+
+    outcome = asyncio.run(main())
+    print(f"\n{job.name}: {outcome.status.value}", file=sys.stderr)
+    if outcome.failure_reason:
+        print(f"FailureReason: {outcome.failure_reason}", file=sys.stderr)
+    if outcome.stop_reason:
+        print(f"StopReason: {outcome.stop_reason}", file=sys.stderr)
+    if outcome.exit_message:
+        print(f"ExitMessage: {outcome.exit_message}", file=sys.stderr)
+    return _STATUS_EXIT.get(outcome.status.value, EXIT_ERROR)
+
+
+def cmd_describe(args: argparse.Namespace) -> int:
+    from .views import describe_document, describe_text
+
+    job = _store(args).get_job(args.name)
+    print(json.dumps(describe_document(job), indent=2) if args.json else describe_text(job))
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from .views import list_text, summary_document
+
+    jobs = _store(args).list_jobs(limit=args.limit, status=args.status)
+    if args.json:
+        print(json.dumps({"ProcessingJobSummaries": [summary_document(j) for j in jobs]}, indent=2))
+    else:
+        print(list_text(jobs))
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    from .control import stop_job
+
+    report = asyncio.run(stop_job(_store(args), args.name))
+    failed = False
+    for algo, answer in report.items():
+        print(f"{algo}: {answer}")
+        failed = failed or answer.startswith("error")
+    print(f"stop requested for {args.name}")
+    return EXIT_ERROR if failed else 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    from .control import print_logs
+
+    try:
+        print_logs(_store(args), args.name, args.host, args.follow, sys.stdout)
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    configure(args.log_format, args.verbose)
+    try:
+        return int(args.func(args))
+    except _INVALID as exc:
+        print(f"distproc: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except DistprocError as exc:
+        print(f"distproc: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,367 @@
+"""The coordinator: one asyncio loop that takes a job from plan to outcome.
+
+    connect + install agent + prepare + stage inputs   (bounded fan-out)
+    launch every agent, follow every host               (one task per host)
+    first failure or a stop request: stop the others    (SIGINT, grace, SIGKILL on the hosts)
+    fetch outputs from every prepared host, clean up    (failed and stopped runs too)
+    aggregate the outcome into the job store
+
+The hosts' agents do the per-host work and outlive this process; the
+coordinator only decides and records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import structlog
+
+from .bundle import agent_bundle
+from .console import OutputSink
+from .errors import ConnectionError_, DistprocError, StagingError
+from .hostsession import FollowPosition, HostSession
+from .inventory import Host
+from .outcome import FailureClass, HostOutcome, JobOutcome, JobStatus, aggregate
+from .plan import DEFAULT_STOP_GRACE_SECONDS, HostAssignment, JobPlan, SourceFile, build_plan, host_task
+from .spec import ProcessingJob, job_arn
+from .staging.local_files import file_uri_path, list_prefix
+from .store import Store
+from .transport import Endpoint, transport_for
+
+log = structlog.get_logger("distproc")
+
+# How long a host may stay unreachable while it runs before it counts as lost.
+RECONNECT_WINDOW_SECONDS = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    stop_grace_seconds: float = DEFAULT_STOP_GRACE_SECONDS
+    fan_out: int = 64
+    connect_timeout: float = 15.0
+    console: IO[str] | None = None
+
+
+@dataclass
+class _HostState:
+    assignment: HostAssignment
+    session: HostSession
+    prepared: bool = False
+    launched: bool = False
+    outcome: HostOutcome | None = None
+    position: FollowPosition = field(default_factory=FollowPosition)
+
+
+class JobRunner:
+    """Runs one job on the hosts chosen for it and records it in the store."""
+
+    def __init__(
+        self,
+        job: ProcessingJob,
+        hosts: Sequence[Host],
+        store: Store,
+        inventory_path: str | None = None,
+        options: RunOptions | None = None,
+    ) -> None:
+        self.job = job
+        self.hosts = tuple(hosts)
+        self.store = store
+        self.inventory_path = inventory_path
+        self.options = options or RunOptions()
+        self.arn = job_arn(job.name)
+        self.log = log.bind(job=job.name)
+        self._stop_reason: str | None = None
+        self._stop_event = asyncio.Event()
+        self._states: list[_HostState] = []
+
+    # -- stopping -------------------------------------------------------------
+
+    def request_stop(self, reason: str) -> None:
+        """Stop the job (Ctrl-C, or a caller's own reason); safe to call twice."""
+        if self._stop_reason is None:
+            self._stop_reason = reason
+            self.log.warning("stopping job", reason=reason, grace_seconds=self.options.stop_grace_seconds)
+            self.store.update_job(self.job.name, status=JobStatus.STOPPING.value, stop_requested=reason)
+        self._stop_event.set()
+
+    async def _stop_hosts(self, reason: str, exclude: str | None = None) -> None:
+        targets = [s for s in self._states if s.launched and s.outcome is None and s.assignment.algo != exclude]
+        results = await asyncio.gather(*(s.session.stop(reason) for s in targets), return_exceptions=True)
+        for state, result in zip(targets, results, strict=True):
+            if isinstance(result, BaseException):
+                self.log.warning("could not ask host to stop", host=state.assignment.algo, error=str(result))
+
+    # -- the job --------------------------------------------------------------
+
+    async def run(self) -> JobOutcome:
+        self.store.create_job(
+            self.job.name, self.arn, self.job.request_dict(), self.inventory_path, self.job.warnings
+        )
+        self.log.info("job created", arn=self.arn, hosts=len(self.hosts))
+        sink: OutputSink | None = None
+        try:
+            try:
+                listings = self._list_inputs()
+            except StagingError as exc:
+                return self._finish_early(FailureClass.CLIENT, str(exc))
+            plan = build_plan(self.job, self.arn, self.hosts, listings)
+            bundle = agent_bundle()
+            for a in plan.assignments:
+                session = HostSession(
+                    transport_for(a.host, connect_timeout=self.options.connect_timeout),
+                    a.host.python, a.host.work_dir, a.job_dir, bundle,
+                )
+                self._states.append(_HostState(assignment=a, session=session))
+                self.store.add_host(self.job.name, a.algo, a.host.name, Endpoint.from_host(a.host).to_dict(), a.job_dir)
+            sink = OutputSink(
+                {a.algo: self.store.log_path(self.job.name, a.algo) for a in plan.assignments},
+                self.options.console,
+            )
+            self.store.update_job(self.job.name, start_time=time.time())
+            await self._prepare_all(plan)
+            if all(s.prepared for s in self._states) and self._stop_reason is None:
+                await self._launch_and_watch(sink)
+            await self._collect_outputs()
+            await self._cleanup_all()
+            return self._finish()
+        finally:
+            if sink is not None:
+                sink.close()
+            await asyncio.gather(*(s.session.transport.close() for s in self._states), return_exceptions=True)
+
+    def _list_inputs(self) -> dict[str, list[SourceFile]]:
+        listings: dict[str, list[SourceFile]] = {}
+        for item in self.job.inputs:
+            files = list_prefix(item.uri)
+            if not files:
+                raise StagingError(
+                    f"ProcessingInputs {item.name}: no files match {item.uri} "
+                    f"({file_uri_path(item.uri)} as a prefix)"
+                )
+            listings[item.name] = files
+        return listings
+
+    async def _prepare_all(self, plan: JobPlan) -> None:
+        window = asyncio.Semaphore(self.options.fan_out)
+
+        async def prepare(state: _HostState) -> None:
+            a = state.assignment
+            async with window:
+                if self._stop_reason is not None:
+                    return
+                self.store.update_host(self.job.name, a.algo, status="Preparing")
+                try:
+                    await state.session.transport.connect()
+                    sent = await state.session.install_agent()
+                    await state.session.prepare(host_task(plan, a, self.options.stop_grace_seconds))
+                    staged_files = staged_bytes = 0
+                    for shard in a.inputs:
+                        files, size = await state.session.push_files(shard.input.local_path, shard.files)
+                        staged_files += files
+                        staged_bytes += size
+                except DistprocError as exc:
+                    cls = FailureClass.CLIENT if isinstance(exc, StagingError) else FailureClass.INTERNAL
+                    self._host_failed(state, cls, str(exc))
+                    return
+                state.prepared = True
+                self.log.info(
+                    "host ready", host=a.algo, inventory_host=a.host.name, agent_sent=sent,
+                    files=staged_files, bytes=staged_bytes,
+                )
+
+        await asyncio.gather(*(prepare(s) for s in self._states))
+
+    def _host_failed(self, state: _HostState, cls: FailureClass, error: str) -> None:
+        a = state.assignment
+        self.log.error("host failed", host=a.algo, error=error)
+        state.outcome = HostOutcome(
+            algo=a.algo, host=a.host.name, status="Failed", exit_code=None, ended_at=time.time(),
+            error=error, error_class=cls.value,
+        )
+        self.store.update_host(self.job.name, a.algo, status="Failed", error=error, end_time=time.time())
+
+    async def _launch_and_watch(self, sink: OutputSink) -> None:
+        async def launch(state: _HostState) -> None:
+            try:
+                await state.session.launch()
+                state.launched = True
+                self.store.update_host(self.job.name, state.assignment.algo, status="InProgress")
+            except DistprocError as exc:
+                self._host_failed(state, FailureClass.INTERNAL, str(exc))
+
+        await asyncio.gather(*(launch(s) for s in self._states))
+        if not all(s.launched for s in self._states):
+            await self._stop_hosts("another host failed to start")
+        watchers = [asyncio.ensure_future(self._watch(s, sink)) for s in self._states if s.launched]
+        stopper = asyncio.ensure_future(self._stop_event.wait())
+        pending: set[asyncio.Future[Any]] = set(watchers)
+        try:
+            while pending:
+                done, _ = await asyncio.wait(pending | {stopper}, return_when=asyncio.FIRST_COMPLETED)
+                if stopper in done:
+                    await self._stop_hosts(self._stop_reason or "stop requested")
+                    stopper = asyncio.ensure_future(asyncio.Event().wait())
+                pending = {w for w in watchers if not w.done()}
+        finally:
+            stopper.cancel()
+
+    async def _watch(self, state: _HostState, sink: OutputSink) -> None:
+        algo = state.assignment.algo
+        session = state.session
+        lost_since: float | None = None
+        delay = 0.5
+
+        async def on_line(doc: dict[str, Any]) -> None:
+            stream = doc.get("stream")
+            if stream == "log":
+                sink.write(algo, str(doc.get("data", "")).encode("utf-8", "surrogateescape"))
+            elif stream == "event":
+                await self._on_event(state, doc.get("event") or {})
+            elif stream == "result":
+                sink.flush(algo)
+                await self._on_result(state, doc.get("result") or {})
+            elif stream == "lost":
+                sink.flush(algo)
+                self._host_failed(state, FailureClass.INTERNAL, "the agent on the host died before the container ended")
+                await self._on_host_failed(state)
+
+        while state.outcome is None:
+            try:
+                state.position = await session.follow(state.position, on_line)
+                lost_since = None
+            except ConnectionError_ as exc:
+                state.position = getattr(exc, "position", state.position)
+                now = time.time()
+                lost_since = lost_since or now
+                if now - lost_since > RECONNECT_WINDOW_SECONDS:
+                    self._host_failed(state, FailureClass.INTERNAL, f"lost contact with the host: {exc.reason}")
+                    await self._on_host_failed(state)
+                    return
+                self.log.warning("reconnecting", host=algo, error=exc.reason)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def _on_event(self, state: _HostState, event: dict[str, Any]) -> None:
+        kind = str(event.get("kind", ""))
+        algo = state.assignment.algo
+        at = event.get("time") if isinstance(event.get("time"), (int, float)) else None
+        self.store.add_event(self.job.name, algo, kind, {k: v for k, v in event.items() if k not in ("kind", "time")}, at)
+        if kind == "container_started":
+            self.store.update_host(self.job.name, algo, start_time=at)
+            self.log.info("container started", host=algo)
+        elif kind == "image_pull_started":
+            self.log.info("pulling image", host=algo, image=event.get("image"))
+        elif kind == "stopping":
+            self.log.info("host stopping", host=algo, reason=event.get("reason"))
+
+    async def _on_result(self, state: _HostState, result: dict[str, Any]) -> None:
+        a = state.assignment
+        status = str(result.get("status") or "Failed")
+        exit_code = result.get("exit_code")
+        ended = result.get("container_ended") or result.get("agent_ended") or time.time()
+        state.outcome = HostOutcome(
+            algo=a.algo, host=a.host.name, status=status,
+            exit_code=exit_code if isinstance(exit_code, int) else None,
+            ended_at=float(ended), message=result.get("message"),
+            message_valid=bool(result.get("message_valid", True)),
+            error=result.get("error"), error_class=result.get("error_class"),
+            stopped_by_distproc=bool(result.get("stopped")),
+        )
+        if result.get("stopped") and result.get("stop_reason") and self._stop_reason is None:
+            # A stop this process did not ask for: MaxRuntimeInSeconds or `distproc stop`.
+            self._stop_reason = str(result["stop_reason"])
+        self.store.update_host(
+            self.job.name, a.algo, status=status, exit_code=state.outcome.exit_code,
+            end_time=float(ended), message=state.outcome.message, error=state.outcome.error,
+            start_time=result.get("container_started"),
+        )
+        self.log.info("host finished", host=a.algo, status=status, exit_code=exit_code)
+        if status == "Failed":
+            await self._on_host_failed(state)
+
+    async def _on_host_failed(self, state: _HostState) -> None:
+        others = [s for s in self._states if s.outcome is None and s.launched]
+        if others:
+            self.log.warning("stopping the other hosts", failed=state.assignment.algo)
+            await self._stop_hosts(f"{state.assignment.algo} failed", exclude=state.assignment.algo)
+
+    async def _collect_outputs(self) -> None:
+        """EndOfJob upload: every output of every prepared host, whatever its status."""
+        async def collect(state: _HostState) -> None:
+            if not state.prepared:
+                return
+            for output in self.job.outputs:
+                dest = Path(file_uri_path(output.uri))
+                try:
+                    files, size = await state.session.pull_files(output.local_path, dest)
+                except DistprocError as exc:
+                    error = f"output {output.name} could not be fetched: {exc}"
+                    self._output_failed(state, error)
+                    continue
+                self.log.info("output saved", host=state.assignment.algo, output=output.name, files=files, bytes=size)
+
+        await asyncio.gather(*(collect(s) for s in self._states))
+
+    def _output_failed(self, state: _HostState, error: str) -> None:
+        a = state.assignment
+        self.log.error("output failed", host=a.algo, error=error)
+        prior = state.outcome
+        # A job whose outputs are missing is never Completed.
+        state.outcome = HostOutcome(
+            algo=a.algo, host=a.host.name, status="Failed",
+            exit_code=prior.exit_code if prior else None,
+            ended_at=time.time(), message=prior.message if prior else None,
+            message_valid=prior.message_valid if prior else True,
+            error=error, error_class=FailureClass.INTERNAL.value,
+        )
+        self.store.update_host(self.job.name, a.algo, status="Failed", error=error)
+
+    async def _cleanup_all(self) -> None:
+        async def cleanup(state: _HostState) -> None:
+            if not state.prepared:
+                return
+            try:
+                doc = await state.session.cleanup()
+            except DistprocError as exc:
+                self.log.warning("cleanup failed", host=state.assignment.algo, error=str(exc))
+                return
+            if doc.get("problems"):
+                self.log.warning("cleanup incomplete", host=state.assignment.algo, problems=doc["problems"])
+
+        await asyncio.gather(*(cleanup(s) for s in self._states))
+
+    def _finish_early(self, cls: FailureClass, reason: str) -> JobOutcome:
+        outcome = JobOutcome(JobStatus.FAILED, f"{cls.value}: {reason}"[:1024], None, None)
+        self._record(outcome)
+        return outcome
+
+    def _finish(self) -> JobOutcome:
+        outcomes = [s.outcome for s in self._states if s.outcome is not None]
+        for state in self._states:
+            if state.outcome is None:
+                # Never launched because the job stopped or another host failed first.
+                state.outcome = HostOutcome(
+                    algo=state.assignment.algo, host=state.assignment.host.name, status="Stopped",
+                    exit_code=None, ended_at=None, stopped_by_distproc=True,
+                )
+                self.store.update_host(self.job.name, state.assignment.algo, status="Stopped")
+                outcomes.append(state.outcome)
+        outcome = aggregate(outcomes, self._stop_reason)
+        self._record(outcome)
+        return outcome
+
+    def _record(self, outcome: JobOutcome) -> None:
+        self.store.update_job(
+            self.job.name, status=outcome.status.value, end_time=time.time(),
+            failure_reason=outcome.failure_reason, exit_message=outcome.exit_message,
+            stop_reason=outcome.stop_reason,
+        )
+        self.log.info(
+            "job finished", status=outcome.status.value, failure_reason=outcome.failure_reason,
+            stop_reason=outcome.stop_reason,
+        )

@@ -1,0 +1,118 @@
+"""distproc's one error tree.
+
+Every failure distproc reports on purpose is a :class:`DistprocError`; the CLI
+turns each into one clear message and an exit code. Anything else reaching the
+user is a bug.
+
+    DistprocError
+    ├── SpecError            the job document is invalid (carries every violation)
+    ├── InventoryError       the inventory file is invalid, or too few hosts match
+    ├── ConnectionError_     a host cannot be reached (SSH, host key, auth, timeout)
+    │   └── HostKeyError     the host's key is unknown or does not match
+    ├── RemoteCommandError   a command on a host failed (host, argv, status, stderr tail)
+    ├── StagingError         data could not be moved to or from a host
+    ├── AgentError           the host agent could not be installed, started or read
+    ├── StoreError           the job store could not be read or written
+    ├── JobExistsError       a job of that name is already in the store
+    └── JobNotFoundError     no job of that name in the store
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class DistprocError(Exception):
+    """Root of every error distproc raises on purpose."""
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One broken rule in a document: where (a dotted field path) and what."""
+
+    path: str
+    rule: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.rule}"
+
+
+class SpecError(DistprocError):
+    """The job document breaks one or more rules; all of them are listed."""
+
+    def __init__(self, violations: Sequence[Violation], source: str = "job") -> None:
+        self.violations = tuple(violations)
+        self.source = source
+        lines = "\n".join(f"  - {v}" for v in self.violations)
+        super().__init__(f"invalid {source} ({len(self.violations)} problem(s)):\n{lines}")
+
+
+class InventoryError(DistprocError):
+    """The inventory is malformed, or cannot supply the hosts a job asks for."""
+
+
+class ConnectionError_(DistprocError):  # noqa: N801 - builtin ConnectionError stays unshadowed
+    """A host could not be reached."""
+
+    def __init__(self, host: str, reason: str) -> None:
+        self.host = host
+        self.reason = reason
+        super().__init__(f"cannot connect to {host}: {reason}")
+
+
+class HostKeyError(ConnectionError_):
+    """The host's SSH key is not known, or does not match what is known."""
+
+
+class RemoteCommandError(DistprocError):
+    """A command run on a host exited non-zero or was killed."""
+
+    def __init__(
+        self,
+        host: str,
+        argv: Sequence[str],
+        exit_status: int | None,
+        stderr: str = "",
+        signal: str | None = None,
+    ) -> None:
+        self.host = host
+        self.argv = tuple(argv)
+        self.exit_status = exit_status
+        self.signal = signal
+        self.stderr = stderr
+        how = f"signal {signal}" if signal else f"exit status {exit_status}"
+        tail = stderr.strip()[-800:]
+        detail = f"\n{tail}" if tail else ""
+        super().__init__(f"{host}: command {self.argv[0] if self.argv else '?'} failed ({how}){detail}")
+
+
+class StagingError(DistprocError):
+    """Data could not be moved between the coordinator, a host and storage."""
+
+
+class AgentError(DistprocError):
+    """The host agent could not be installed, started or understood."""
+
+
+class StoreError(DistprocError):
+    """The job store could not be opened, read or written."""
+
+
+class JobExistsError(DistprocError):
+    """A job of this name was already run: job names are unique, as in SageMaker."""
+
+    def __init__(self, name: str, status: str) -> None:
+        self.name = name
+        super().__init__(
+            f"a job named {name!r} already exists (status {status}); "
+            "job names are unique: choose another ProcessingJobName"
+        )
+
+
+class JobNotFoundError(DistprocError):
+    """No job of this name is in the store."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"no job named {name!r} in the job store")

@@ -1,0 +1,195 @@
+"""One host, as the coordinator drives it: the agent's verbs over a transport.
+
+Every call is an argv list (quoted by the transport, never spliced into a
+shell string); structured data goes over stdin; answers come back as JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import queue
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .bundle import INSTALL_SCRIPT, PROBE_SCRIPT, AgentBundle
+from .errors import AgentError, ConnectionError_, StagingError
+from .plan import SourceFile
+from .staging.local_files import extract_output, tar_stream
+from .transport import Transport
+
+MIN_PYTHON = (3, 9)
+
+
+@dataclass(frozen=True, slots=True)
+class FollowPosition:
+    events: int = 0
+    log: int = 0
+
+
+class _QueueReader(io.RawIOBase):
+    """A blocking file over chunks that the event loop feeds in (for tarfile in a thread)."""
+
+    def __init__(self, chunks: queue.Queue[bytes | None]) -> None:
+        self._chunks = chunks
+        self._buffer = b""
+        self._eof = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target: Any) -> int:
+        while not self._buffer and not self._eof:
+            chunk = self._chunks.get()
+            if chunk is None:
+                self._eof = True
+            else:
+                self._buffer = chunk
+        n = min(len(target), len(self._buffer))
+        target[:n] = self._buffer[:n]
+        self._buffer = self._buffer[n:]
+        return n
+
+
+class HostSession:
+    """The agent on one host, for one job."""
+
+    def __init__(self, transport: Transport, python: str, work_dir: str, job_dir: str, bundle: AgentBundle) -> None:
+        self.transport = transport
+        self.python = python
+        self.work_dir = work_dir
+        self.job_dir = job_dir
+        self.bundle = bundle
+        self.agent_path = bundle.remote_path(work_dir)
+
+    @property
+    def name(self) -> str:
+        return self.transport.name
+
+    def _agent(self, *args: str) -> list[str]:
+        return [self.python, self.agent_path, *args]
+
+    async def install_agent(self) -> bool:
+        """Make sure this version of the agent is on the host; True if it was sent."""
+        result = await self.transport.run([self.python, "-c", PROBE_SCRIPT, self.agent_path], check=False)
+        if not result.ok:
+            raise AgentError(
+                f"{self.name}: cannot run {self.python} on the host (exit {result.exit_status}): "
+                f"{result.stderr_text().strip()[-400:]}; set ansible_python_interpreter in the inventory"
+            )
+        try:
+            probe = json.loads(result.stdout.decode().strip().splitlines()[-1])
+            version = tuple(probe["python"])
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise AgentError(f"{self.name}: unexpected answer from {self.python}: {result.stdout[-200:]!r}") from exc
+        if version < MIN_PYTHON:
+            raise AgentError(
+                f"{self.name}: {self.python} is Python {'.'.join(map(str, version))}; "
+                "the distproc agent needs 3.9 or newer (set ansible_python_interpreter)"
+            )
+        if probe.get("present"):
+            return False
+        await self.transport.run([self.python, "-c", INSTALL_SCRIPT, self.agent_path], input=self.bundle.data)
+        return True
+
+    async def prepare(self, task: dict[str, Any]) -> None:
+        await self.transport.run_json(self._agent("prepare", self.job_dir), input=json.dumps(task).encode())
+
+    async def push_files(self, container_path: str, files: tuple[SourceFile, ...]) -> tuple[int, int]:
+        """Send files (a tar stream) into a path under /opt/ml on the host."""
+        channel = await self.transport.open(self._agent("untar", self.job_dir, container_path))
+        try:
+            async for chunk in tar_stream(files):
+                await channel.write(chunk)
+            await channel.close_stdin()
+            result = await channel.wait()
+        except BaseException:
+            channel.abort()
+            raise
+        from .transport.base import parse_json_reply
+
+        doc = parse_json_reply(self.name, result)
+        if "error" in doc or not result.ok:
+            raise StagingError(f"{self.name}: staging into {container_path} failed: {doc.get('error')}")
+        return int(doc["files"]), int(doc["bytes"])
+
+    async def pull_files(self, container_path: str, dest: Path) -> tuple[int, int]:
+        """Fetch every regular file under a path under /opt/ml into dest."""
+        channel = await self.transport.open(self._agent("pack", self.job_dir, container_path))
+        chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=16)
+        extracting = asyncio.ensure_future(asyncio.to_thread(extract_output, _QueueReader(chunks), dest))  # type: ignore[arg-type]
+        try:
+            await channel.close_stdin()
+            while data := await channel.read(1 << 20):
+                await asyncio.to_thread(chunks.put, data)
+            await asyncio.to_thread(chunks.put, None)
+            counts = await extracting
+            result = await channel.wait()
+        except BaseException:
+            channel.abort()
+            if not extracting.done():
+                await asyncio.to_thread(chunks.put, None)
+            raise
+        if not result.ok:
+            raise StagingError(f"{self.name}: reading output {container_path} failed: {result.stderr_text()[-400:]}")
+        return counts
+
+    async def launch(self) -> int:
+        doc = await self.transport.run_json(self._agent("launch", self.job_dir))
+        return int(doc["pid"])
+
+    async def follow(
+        self, position: FollowPosition, on_line: Callable[[dict[str, Any]], Awaitable[None]]
+    ) -> FollowPosition:
+        """Stream the run's events and output until it ends; returns where it got to.
+
+        Raises ConnectionError_ if the connection drops, with the position in
+        `exc.position` so the caller can reconnect and resume.
+        """
+        channel = await self.transport.open(
+            self._agent("follow", self.job_dir, "--events-offset", str(position.events), "--log-offset", str(position.log))
+        )
+        events, log = position.events, position.log
+        try:
+            await channel.close_stdin()
+            async for doc in _json_lines(channel.readline):
+                stream = doc.get("stream")
+                if stream == "event":
+                    events = int(doc["offset"])
+                elif stream == "log":
+                    log = int(doc["offset"])
+                await on_line(doc)
+                if stream in ("result", "lost"):
+                    break
+            await channel.wait()
+        except ConnectionError_ as exc:
+            exc.position = FollowPosition(events, log)  # type: ignore[attr-defined]
+            raise
+        finally:
+            channel.abort()
+        return FollowPosition(events, log)
+
+    async def stop(self, reason: str) -> dict[str, Any]:
+        return await self.transport.run_json(self._agent("stop", self.job_dir, "--reason", reason))
+
+    async def status(self) -> dict[str, Any]:
+        return await self.transport.run_json(self._agent("status", self.job_dir))
+
+    async def cleanup(self) -> dict[str, Any]:
+        return await self.transport.run_json(self._agent("cleanup", self.job_dir))
+
+
+async def _json_lines(readline: Callable[[], Awaitable[bytes]]) -> AsyncIterator[dict[str, Any]]:
+    while True:
+        line = await readline()
+        if not line:
+            return
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(doc, dict):
+            yield doc

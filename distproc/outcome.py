@@ -1,0 +1,114 @@
+"""How a job ended, from how each host ended: status, FailureReason, ExitMessage.
+
+Pure policy, apart from all I/O, following SageMaker Processing:
+Completed only if every container exits 0; the first host to fail names the
+failure; a stopped job is Stopped unless something failed before the stop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+MAX_REASON = 1024
+MAX_MESSAGE = 1024
+
+
+class JobStatus(StrEnum):
+    IN_PROGRESS = "InProgress"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+    STOPPING = "Stopping"
+    STOPPED = "Stopped"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.STOPPED)
+
+
+class FailureClass(StrEnum):
+    ALGORITHM = "AlgorithmError"
+    CLIENT = "ClientError"
+    INTERNAL = "InternalServerError"
+
+
+@dataclass(frozen=True, slots=True)
+class HostOutcome:
+    """One host's end, as its agent (or the coordinator, for a lost host) saw it."""
+
+    algo: str
+    host: str
+    status: str  # Completed | Failed | Stopped
+    exit_code: int | None
+    ended_at: float | None
+    message: str | None = None
+    message_valid: bool = True
+    error: str | None = None
+    error_class: str | None = None
+    stopped_by_distproc: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class JobOutcome:
+    status: JobStatus
+    failure_reason: str | None
+    exit_message: str | None
+    stop_reason: str | None
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def exit_message(hosts: Sequence[HostOutcome]) -> str | None:
+    """Every host's message in algo order, concatenated and cut to 1024 characters."""
+    ordered = sorted(hosts, key=lambda h: _algo_number(h.algo))
+    text = "".join(h.message or "" for h in ordered if h.message_valid)
+    return text[:MAX_MESSAGE] if text else None
+
+
+def _algo_number(algo: str) -> int:
+    try:
+        return int(algo.rsplit("-", 1)[1])
+    except (IndexError, ValueError):
+        return 0
+
+
+def _host_failure(h: HostOutcome) -> tuple[FailureClass, str] | None:
+    """Why this host failed the job, or None if it did not."""
+    who = f"{h.algo} ({h.host})"
+    if h.error and h.status != "Stopped":
+        cls = FailureClass(h.error_class) if h.error_class in set(FailureClass) else FailureClass.INTERNAL
+        return cls, f"{who}: {h.error}"
+    if not h.message_valid:
+        return FailureClass.CLIENT, f"{who} wrote /opt/ml/output/message that is not valid UTF-8"
+    if h.status == "Failed" or (h.status != "Stopped" and h.exit_code not in (0, None)):
+        detail = f": {h.message.strip()}" if h.message and h.message.strip() else ""
+        return FailureClass.ALGORITHM, f"{who} exited with code {h.exit_code}{detail}"
+    return None
+
+
+def aggregate(hosts: Sequence[HostOutcome], stop_reason: str | None = None) -> JobOutcome:
+    """The job's status and reasons from its hosts' outcomes.
+
+    `stop_reason` is set when a stop was asked for (by `distproc stop`,
+    Ctrl-C or MaxRuntimeInSeconds) rather than caused by a failing host.
+    The first failure in time wins the FailureReason; hosts that distproc
+    stopped because another failed are not failures themselves.
+    """
+    failures = []
+    for h in hosts:
+        found = _host_failure(h)
+        if found is not None:
+            failures.append((h.ended_at if h.ended_at is not None else float("inf"), _algo_number(h.algo), found))
+    message = exit_message(hosts)
+    if failures:
+        failures.sort(key=lambda f: (f[0], f[1]))
+        cls, text = failures[0][2]
+        more = len(failures) - 1
+        suffix = f" (and {more} more host(s) failed)" if more else ""
+        return JobOutcome(JobStatus.FAILED, _cut(f"{cls.value}: {text}{suffix}", MAX_REASON), message, None)
+    if stop_reason is not None or any(h.status == "Stopped" for h in hosts):
+        return JobOutcome(JobStatus.STOPPED, None, message, stop_reason or "stopped")
+    return JobOutcome(JobStatus.COMPLETED, None, message, None)

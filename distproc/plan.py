@@ -1,0 +1,143 @@
+"""The plan of a job: which host is algo-K, what data each gets, what it is told.
+
+Pure functions over typed values: no I/O, so the rules (names, shard
+assignment, the documents each container sees) are tested with plain data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from .inventory import Host
+from .spec import ProcessingInput, ProcessingJob, processing_job_config
+
+T = TypeVar("T")
+
+TASK_VERSION = 1  # must equal distproc.agent.task.TASK_VERSION
+DEFAULT_STOP_GRACE_SECONDS = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFile:
+    """One input object: where it is read from and where it lands under LocalPath."""
+
+    source: str
+    relative_path: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class InputShard:
+    """The part of one input that one host receives."""
+
+    input: ProcessingInput
+    files: tuple[SourceFile, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class HostAssignment:
+    algo: str
+    host: Host
+    job_dir: str
+    inputs: tuple[InputShard, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class JobPlan:
+    job: ProcessingJob
+    arn: str
+    assignments: tuple[HostAssignment, ...]
+
+    @property
+    def algos(self) -> tuple[str, ...]:
+        return tuple(a.algo for a in self.assignments)
+
+
+def algo_names(count: int) -> tuple[str, ...]:
+    """algo-1 .. algo-N, in numeric order (not string order: algo-10 comes after algo-9)."""
+    return tuple(f"algo-{k}" for k in range(1, count + 1))
+
+
+def shard(items: Sequence[T], count: int, key: Any = None) -> tuple[tuple[T, ...], ...]:
+    """Deal items to `count` hosts, sorted by key, round robin.
+
+    Host k (0-based) gets items k, k+n, k+2n, ... of the sorted list: every
+    host gets floor or ceil of len/n items, the rule is easy to predict, and
+    with fewer items than hosts the last hosts get none (an empty folder).
+    """
+    ordered = sorted(items, key=key) if key is not None else sorted(items)  # type: ignore[type-var]
+    return tuple(tuple(ordered[k::count]) for k in range(count))
+
+
+def job_dir(host: Host, job_name: str, algo: str) -> str:
+    return f"{host.work_dir.rstrip('/')}/jobs/{job_name}/{algo}"
+
+
+def build_plan(
+    job: ProcessingJob,
+    arn: str,
+    hosts: Sequence[Host],
+    listings: Mapping[str, Sequence[SourceFile]],
+) -> JobPlan:
+    """Assign algo-K names to the selected hosts and each host its input files."""
+    names = algo_names(len(hosts))
+    per_host: list[list[InputShard]] = [[] for _ in hosts]
+    for item in job.inputs:
+        files = tuple(listings.get(item.name, ()))
+        if item.distribution == "ShardedByS3Key":
+            parts = shard(files, len(hosts), key=lambda f: f.relative_path)
+        else:
+            parts = tuple(files for _ in hosts)
+        for index, part in enumerate(parts):
+            per_host[index].append(InputShard(input=item, files=part))
+    assignments = tuple(
+        HostAssignment(
+            algo=name,
+            host=host,
+            job_dir=job_dir(host, job.name, name),
+            inputs=tuple(per_host[index]),
+        )
+        for index, (name, host) in enumerate(zip(names, hosts, strict=True))
+    )
+    return JobPlan(job=job, arn=arn, assignments=assignments)
+
+
+def resource_config(plan: JobPlan, assignment: HostAssignment) -> dict[str, Any]:
+    """/opt/ml/config/resourceconfig.json for one host."""
+    return {
+        "current_host": assignment.algo,
+        "hosts": list(plan.algos),
+        # Read by the SageMaker training toolkit; harmless elsewhere.
+        "current_instance_type": plan.job.cluster.instance_type,
+        "network_interface_name": "eth0",
+    }
+
+
+def host_task(
+    plan: JobPlan, assignment: HostAssignment, stop_grace_seconds: float = DEFAULT_STOP_GRACE_SECONDS
+) -> dict[str, Any]:
+    """The task document the agent on this host runs."""
+    job = plan.job
+    host = assignment.host
+    local_paths = [i.local_path for i in job.inputs] + [o.local_path for o in job.outputs]
+    return {
+        "version": TASK_VERSION,
+        "job_name": job.name,
+        "algo": assignment.algo,
+        "hosts": list(plan.algos),
+        "add_hosts": [[a.algo, a.host.private_address] for a in plan.assignments],
+        "image": job.app.image_uri,
+        "entrypoint": list(job.app.entrypoint) if job.app.entrypoint else None,
+        "arguments": list(job.app.arguments) if job.app.arguments else None,
+        "environment": [[k, v] for k, v in job.environment],
+        "resource_config": resource_config(plan, assignment),
+        "processing_job_config": processing_job_config(job, plan.arn),
+        "local_paths": local_paths,
+        "docker": {"command": list(host.docker_command), "host": host.docker_host},
+        "gpus": host.gpus,
+        "gpu_mode": host.gpu_mode,
+        "max_runtime_seconds": job.max_runtime_seconds,
+        "stop_grace_seconds": stop_grace_seconds,
+    }

@@ -1,0 +1,1 @@
+"""Moving job data between where it lives and the hosts."""

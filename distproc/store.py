@@ -1,0 +1,249 @@
+"""The job store: one SQLite database (WAL) and one log file per host and job.
+
+Lives under DISTPROC_HOME, by default $XDG_STATE_HOME/distproc (that is
+~/.local/state/distproc). `run` writes while it runs; `describe`, `list`,
+`logs` and `stop` read it (and `stop` flags it) from other processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import JobExistsError, JobNotFoundError, StoreError
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    name TEXT PRIMARY KEY,
+    arn TEXT NOT NULL,
+    status TEXT NOT NULL,
+    request TEXT NOT NULL,
+    inventory TEXT,
+    warnings TEXT NOT NULL DEFAULT '[]',
+    creation_time REAL NOT NULL,
+    start_time REAL,
+    end_time REAL,
+    last_modified REAL NOT NULL,
+    failure_reason TEXT,
+    exit_message TEXT,
+    stop_reason TEXT,
+    stop_requested TEXT,
+    coordinator_pid INTEGER
+);
+CREATE TABLE IF NOT EXISTS hosts (
+    job TEXT NOT NULL REFERENCES jobs(name) ON DELETE CASCADE,
+    algo TEXT NOT NULL,
+    host TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    job_dir TEXT NOT NULL,
+    status TEXT NOT NULL,
+    exit_code INTEGER,
+    start_time REAL,
+    end_time REAL,
+    message TEXT,
+    error TEXT,
+    PRIMARY KEY (job, algo)
+);
+CREATE TABLE IF NOT EXISTS events (
+    job TEXT NOT NULL REFERENCES jobs(name) ON DELETE CASCADE,
+    algo TEXT,
+    time REAL NOT NULL,
+    kind TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_job ON events (job, time);
+"""
+
+_JOB_FIELDS = {
+    "status", "start_time", "end_time", "failure_reason", "exit_message",
+    "stop_reason", "stop_requested", "coordinator_pid",
+}
+_HOST_FIELDS = {"status", "exit_code", "start_time", "end_time", "message", "error"}
+
+
+def default_home() -> Path:
+    explicit = os.environ.get("DISTPROC_HOME")
+    if explicit:
+        return Path(explicit).expanduser()
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "distproc"
+
+
+@dataclass(frozen=True, slots=True)
+class HostRecord:
+    algo: str
+    host: str
+    endpoint: Mapping[str, Any]
+    job_dir: str
+    status: str
+    exit_code: int | None
+    start_time: float | None
+    end_time: float | None
+    message: str | None
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    name: str
+    arn: str
+    status: str
+    request: Mapping[str, Any]
+    inventory: str | None
+    warnings: tuple[str, ...]
+    creation_time: float
+    start_time: float | None
+    end_time: float | None
+    last_modified: float
+    failure_reason: str | None
+    exit_message: str | None
+    stop_reason: str | None
+    stop_requested: str | None
+    coordinator_pid: int | None
+    hosts: tuple[HostRecord, ...]
+
+
+class Store:
+    """The job store. Each call is its own short transaction."""
+
+    def __init__(self, home: Path | None = None) -> None:
+        self.home = home or default_home()
+        try:
+            self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+            (self.home / "logs").mkdir(exist_ok=True, mode=0o700)
+            self._db = sqlite3.connect(self.home / "jobs.db", timeout=30, isolation_level=None)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open the job store in {self.home}: {exc}") from exc
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StoreError(f"job store {self.home / 'jobs.db'}: {exc}") from exc
+
+    def log_path(self, job: str, algo: str) -> Path:
+        return self.home / "logs" / job / f"{algo}.log"
+
+    def create_job(
+        self, name: str, arn: str, request: Mapping[str, Any], inventory: str | None,
+        warnings: tuple[str, ...] = (),
+    ) -> None:
+        """Record a new job, InProgress. A name in use is refused, as SageMaker does."""
+        t = time.time()
+        with self._tx() as db:
+            row = db.execute("SELECT status FROM jobs WHERE name = ?", (name,)).fetchone()
+            if row is not None:
+                raise JobExistsError(name, row["status"])
+            db.execute(
+                "INSERT INTO jobs (name, arn, status, request, inventory, warnings, creation_time,"
+                " last_modified, coordinator_pid) VALUES (?, ?, 'InProgress', ?, ?, ?, ?, ?, ?)",
+                (name, arn, json.dumps(request), inventory, json.dumps(list(warnings)), t, t, os.getpid()),
+            )
+        (self.home / "logs" / name).mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def update_job(self, name: str, **fields: Any) -> None:
+        unknown = set(fields) - _JOB_FIELDS
+        if unknown:
+            raise ValueError(f"unknown job fields {unknown}")
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        with self._tx() as db:
+            db.execute(
+                f"UPDATE jobs SET {sets}, last_modified = ? WHERE name = ?",  # noqa: S608 - fixed names
+                (*fields.values(), time.time(), name),
+            )
+
+    def add_host(self, job: str, algo: str, host: str, endpoint: Mapping[str, Any], job_dir: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO hosts (job, algo, host, endpoint, job_dir, status) VALUES (?, ?, ?, ?, ?, 'Pending')",
+                (job, algo, host, json.dumps(endpoint), job_dir),
+            )
+
+    def update_host(self, job: str, algo: str, **fields: Any) -> None:
+        unknown = set(fields) - _HOST_FIELDS
+        if unknown:
+            raise ValueError(f"unknown host fields {unknown}")
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        with self._tx() as db:
+            db.execute(
+                f"UPDATE hosts SET {sets} WHERE job = ? AND algo = ?",  # noqa: S608 - fixed names
+                (*fields.values(), job, algo),
+            )
+
+    def add_event(self, job: str, algo: str | None, kind: str, data: Mapping[str, Any], at: float | None = None) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO events (job, algo, time, kind, data) VALUES (?, ?, ?, ?, ?)",
+                (job, algo, at if at is not None else time.time(), kind, json.dumps(dict(data))),
+            )
+
+    def events(self, job: str) -> list[dict[str, Any]]:
+        rows = self._db.execute(
+            "SELECT algo, time, kind, data FROM events WHERE job = ? ORDER BY time, rowid", (job,)
+        ).fetchall()
+        return [{"algo": r["algo"], "time": r["time"], "kind": r["kind"], **json.loads(r["data"])} for r in rows]
+
+    def request_stop(self, name: str, reason: str) -> JobRecord:
+        """Flag a job for stopping; returns it as it was."""
+        job = self.get_job(name)
+        if job.status in ("InProgress", "Stopping"):
+            self.update_job(name, status="Stopping", stop_requested=reason)
+        return job
+
+    def get_job(self, name: str) -> JobRecord:
+        try:
+            row = self._db.execute("SELECT * FROM jobs WHERE name = ?", (name,)).fetchone()
+            hosts = self._db.execute(
+                "SELECT * FROM hosts WHERE job = ? ORDER BY CAST(substr(algo, 6) AS INTEGER)", (name,)
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"job store {self.home / 'jobs.db'}: {exc}") from exc
+        if row is None:
+            raise JobNotFoundError(name)
+        return JobRecord(
+            name=row["name"], arn=row["arn"], status=row["status"], request=json.loads(row["request"]),
+            inventory=row["inventory"], warnings=tuple(json.loads(row["warnings"])),
+            creation_time=row["creation_time"], start_time=row["start_time"], end_time=row["end_time"],
+            last_modified=row["last_modified"], failure_reason=row["failure_reason"],
+            exit_message=row["exit_message"], stop_reason=row["stop_reason"],
+            stop_requested=row["stop_requested"], coordinator_pid=row["coordinator_pid"],
+            hosts=tuple(
+                HostRecord(
+                    algo=h["algo"], host=h["host"], endpoint=json.loads(h["endpoint"]), job_dir=h["job_dir"],
+                    status=h["status"], exit_code=h["exit_code"], start_time=h["start_time"],
+                    end_time=h["end_time"], message=h["message"], error=h["error"],
+                )
+                for h in hosts
+            ),
+        )
+
+    def list_jobs(self, limit: int = 100, status: str | None = None) -> list[JobRecord]:
+        query = "SELECT name FROM jobs"
+        args: tuple[Any, ...] = ()
+        if status:
+            query += " WHERE status = ?"
+            args = (status,)
+        query += " ORDER BY creation_time DESC LIMIT ?"
+        names = [r["name"] for r in self._db.execute(query, (*args, limit)).fetchall()]
+        return [self.get_job(n) for n in names]

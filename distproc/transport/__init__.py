@@ -1,0 +1,72 @@
+"""How the coordinator reaches hosts: SSH, or this machine directly."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from .base import Channel, CommandResult, Transport
+from .local import LocalTransport
+from .ssh import SSHTarget, SSHTransport
+
+if TYPE_CHECKING:
+    from ..inventory import Host
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """How to reach a host again later (kept in the job store for stop and attach)."""
+
+    name: str
+    connection: str
+    address: str
+    port: int
+    user: str | None
+    key_file: str | None
+    known_hosts: str | None
+    python: str
+    work_dir: str
+
+    @classmethod
+    def from_host(cls, host: Host) -> Endpoint:
+        return cls(
+            name=host.name, connection=host.connection, address=host.address, port=host.port,
+            user=host.user, key_file=host.key_file, known_hosts=host.known_hosts,
+            python=host.python, work_dir=host.work_dir,
+        )
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> Endpoint:
+        return cls(**{k: doc.get(k) for k in cls.__dataclass_fields__})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+__all__ = [
+    "Channel",
+    "CommandResult",
+    "Endpoint",
+    "LocalTransport",
+    "SSHTarget",
+    "SSHTransport",
+    "Transport",
+    "transport_for",
+]
+
+
+def transport_for(host: Host | Endpoint, *, connect_timeout: float = 15.0) -> Transport:
+    """The transport an inventory host asks for (`ansible_connection`)."""
+    if host.connection == "local":
+        return LocalTransport(host.name)
+    return SSHTransport(
+        SSHTarget(
+            name=host.name,
+            address=host.address,
+            port=host.port,
+            user=host.user,
+            key_file=host.key_file,
+            known_hosts=host.known_hosts,
+            connect_timeout=connect_timeout,
+        )
+    )

@@ -1,0 +1,138 @@
+"""What orchestration needs from a host connection, whatever carries it.
+
+A Transport runs argv lists on one host. Each command is a Channel with
+byte streams, so the same code drives SSH hosts and `ansible_connection:
+local` hosts, and tests of orchestration need no SSH server.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import AgentError, RemoteCommandError
+
+STDERR_TAIL = 8192
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    """How a command ended, with what it printed."""
+
+    argv: tuple[str, ...]
+    exit_status: int | None
+    signal: str | None
+    stdout: bytes
+    stderr: bytes
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0
+
+    def stderr_text(self) -> str:
+        return self.stderr.decode("utf-8", "replace")
+
+
+class Channel(abc.ABC):
+    """One running command on a host, with stdin, stdout and a collected stderr."""
+
+    @abc.abstractmethod
+    async def write(self, data: bytes) -> None:
+        """Send bytes to the command's stdin, waiting while the pipe is full."""
+
+    @abc.abstractmethod
+    async def close_stdin(self) -> None: ...
+
+    @abc.abstractmethod
+    async def read(self, size: int = 65536) -> bytes:
+        """Up to size bytes of stdout; b'' at its end."""
+
+    @abc.abstractmethod
+    async def readline(self) -> bytes: ...
+
+    @abc.abstractmethod
+    async def wait(self) -> CommandResult:
+        """Wait for the command to end; stdout holds what was not read."""
+
+    @abc.abstractmethod
+    def abort(self) -> None:
+        """Stop waiting for this command and drop the channel."""
+
+
+class Transport(abc.ABC):
+    """A way of running commands on one host."""
+
+    #: The inventory name of the host, for messages.
+    name: str
+
+    @abc.abstractmethod
+    async def connect(self) -> None: ...
+
+    @abc.abstractmethod
+    async def open(self, argv: Sequence[str]) -> Channel: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    async def run(
+        self, argv: Sequence[str], *, input: bytes | None = None, check: bool = True
+    ) -> CommandResult:
+        """Run a command to its end; with check, a non-zero exit raises RemoteCommandError."""
+        channel = await self.open(argv)
+        try:
+            if input:
+                await channel.write(input)
+            await channel.close_stdin()
+            result = await channel.wait()
+        except BaseException:
+            channel.abort()
+            raise
+        if check and not result.ok:
+            raise RemoteCommandError(
+                self.name, result.argv, result.exit_status, result.stderr_text(), result.signal
+            )
+        return result
+
+    async def run_json(self, argv: Sequence[str], *, input: bytes | None = None) -> dict[str, Any]:
+        """Run an agent verb that answers with one JSON object; its error becomes AgentError."""
+        result = await self.run(argv, input=input, check=False)
+        doc = parse_json_reply(self.name, result)
+        if "error" in doc or not result.ok:
+            raise AgentError(f"{self.name}: {doc.get('error') or result.stderr_text().strip()[-800:]}")
+        return doc
+
+
+def parse_json_reply(host: str, result: CommandResult) -> dict[str, Any]:
+    lines = result.stdout.decode("utf-8", "replace").strip().splitlines()
+    try:
+        doc = json.loads(lines[-1]) if lines else None
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict):
+        status = f"signal {result.signal}" if result.signal else f"exit status {result.exit_status}"
+        raise AgentError(
+            f"{host}: agent gave no JSON answer to {result.argv[2:4] if len(result.argv) > 3 else result.argv}"
+            f" ({status}): {result.stderr_text().strip()[-800:] or result.stdout[-400:]!r}"
+        )
+    return doc
+
+
+async def collect_tail(reader: Any, limit: int = STDERR_TAIL) -> bytes:
+    """Read a stream to its end, keeping only its last `limit` bytes."""
+    kept = bytearray()
+    while True:
+        chunk = await reader.read(65536)
+        if not chunk:
+            return bytes(kept)
+        kept += chunk
+        if len(kept) > limit:
+            del kept[: len(kept) - limit]
+
+
+def cancel_quietly(task: asyncio.Task[Any] | None) -> None:
+    if task is not None and not task.done():
+        task.cancel()

@@ -1,0 +1,168 @@
+"""SSH hosts, through asyncssh: the only module that imports it.
+
+One connection per host carries every step of a job, each step a channel.
+Host keys are always verified: against the inventory's known_hosts file when
+it names one, else the user's ~/.ssh/known_hosts; ~/.ssh/config is honoured.
+asyncssh's exceptions become distproc's here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+
+from ..errors import ConnectionError_, HostKeyError
+from .base import Channel, CommandResult, Transport, cancel_quietly, collect_tail
+
+
+@dataclass(frozen=True, slots=True)
+class SSHTarget:
+    """Everything needed to reach one host."""
+
+    name: str
+    address: str
+    port: int
+    user: str | None
+    key_file: str | None
+    known_hosts: str | None
+    connect_timeout: float = 15.0
+    attempts: int = 3
+
+
+class _SSHChannel(Channel):
+    def __init__(self, argv: tuple[str, ...], process: Any, transport: SSHTransport) -> None:
+        self._argv = argv
+        self._process = process
+        self._transport = transport
+        self._stderr = asyncio.ensure_future(collect_tail(process.stderr))
+
+    async def write(self, data: bytes) -> None:
+        try:
+            self._process.stdin.write(data)
+            await self._process.stdin.drain()
+        except (asyncssh.Error, OSError, BrokenPipeError) as exc:
+            raise self._transport.lost(exc) from exc
+
+    async def close_stdin(self) -> None:
+        try:
+            self._process.stdin.write_eof()
+        except (asyncssh.Error, OSError):
+            pass
+
+    async def read(self, size: int = 65536) -> bytes:
+        try:
+            data: bytes = await self._process.stdout.read(size)
+        except (asyncssh.Error, OSError) as exc:
+            raise self._transport.lost(exc) from exc
+        return data
+
+    async def readline(self) -> bytes:
+        try:
+            data: bytes = await self._process.stdout.readline()
+        except (asyncssh.Error, OSError) as exc:
+            raise self._transport.lost(exc) from exc
+        return data
+
+    async def wait(self) -> CommandResult:
+        try:
+            stdout: bytes = await self._process.stdout.read()
+            completed = await self._process.wait()
+            stderr = await self._stderr
+        except (asyncssh.Error, OSError) as exc:
+            raise self._transport.lost(exc) from exc
+        return CommandResult(
+            self._argv, completed.exit_status if completed.exit_signal is None else None,
+            completed.exit_signal[0] if completed.exit_signal else None, stdout, stderr,
+        )
+
+    def abort(self) -> None:
+        cancel_quietly(self._stderr)
+        self._process.close()
+
+
+class SSHTransport(Transport):
+    """Commands on one host over one reused SSH connection."""
+
+    def __init__(self, target: SSHTarget) -> None:
+        self.name = target.name
+        self.target = target
+        self._conn: asyncssh.SSHClientConnection | None = None
+
+    def _options(self) -> asyncssh.SSHClientConnectionOptions:
+        t = self.target
+        kwargs: dict[str, Any] = {
+            "port": t.port,
+            "connect_timeout": t.connect_timeout,
+            "keepalive_interval": 15,
+            "keepalive_count_max": 4,
+            # Never forward the user's agent to hosts that run other people's images.
+            "agent_forwarding": False,
+        }
+        if t.user:
+            kwargs["username"] = t.user
+        if t.key_file:
+            kwargs["client_keys"] = [t.key_file]
+        if t.known_hosts:
+            kwargs["known_hosts"] = t.known_hosts
+        return asyncssh.SSHClientConnectionOptions(**kwargs)
+
+    async def connect(self) -> None:
+        if self._conn is not None:
+            return
+        t = self.target
+        if t.known_hosts and not Path(t.known_hosts).is_file():
+            raise HostKeyError(t.name, f"known_hosts file {t.known_hosts} (distproc_known_hosts) does not exist")
+        delay = 0.5
+        for attempt in range(1, t.attempts + 1):
+            try:
+                self._conn = await asyncssh.connect(t.address, options=self._options())
+                return
+            except asyncssh.HostKeyNotVerifiable as exc:
+                where = t.known_hosts or "~/.ssh/known_hosts"
+                raise HostKeyError(
+                    t.name,
+                    f"host key of {t.address}:{t.port} is not trusted ({exc.reason}). "
+                    f"Check the host's fingerprint, then add its key to {where}, e.g. "
+                    f"`ssh-keyscan -p {t.port} {t.address} >> {where}`; "
+                    "or name a known_hosts file with distproc_known_hosts in the inventory",
+                ) from exc
+            except asyncssh.PermissionDenied as exc:
+                raise ConnectionError_(
+                    t.name,
+                    f"authentication failed as {t.user or 'the default user'} ({exc.reason}); "
+                    "check ansible_user and ansible_ssh_private_key_file",
+                ) from exc
+            except (OSError, asyncssh.Error, asyncio.TimeoutError) as exc:
+                if attempt == t.attempts:
+                    reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
+                    raise ConnectionError_(
+                        t.name, f"{t.address}:{t.port}: {reason} (after {attempt} attempts)"
+                    ) from exc
+                await asyncio.sleep(delay)
+                delay *= 2
+
+    def lost(self, exc: BaseException) -> ConnectionError_:
+        self._conn = None
+        return ConnectionError_(self.name, f"connection lost: {exc}")
+
+    async def open(self, argv: Sequence[str]) -> Channel:
+        await self.connect()
+        assert self._conn is not None
+        args = tuple(argv)
+        try:
+            process = await self._conn.create_process(shlex.join(args), encoding=None)
+        except (asyncssh.Error, OSError) as exc:
+            raise self.lost(exc) from exc
+        return _SSHChannel(args, process, self)
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+            await conn.wait_closed()

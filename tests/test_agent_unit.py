@@ -1,0 +1,147 @@
+"""The host agent's pure parts: docker argv (the contract's rules), env split, message, tar."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from distproc.agent.container import gpu_argv, run_argv
+from distproc.agent.files import extract_tar, pack_tree, read_message
+from distproc.agent.task import JobDir, TaskError, env_lines, parse_task
+
+
+def task_doc(**over: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "version": 1, "job_name": "j1", "algo": "algo-2", "hosts": ["algo-1", "algo-2"],
+        "add_hosts": [["algo-1", "10.0.0.1"], ["algo-2", "10.0.0.2"]], "image": "img:1",
+        "entrypoint": None, "arguments": None, "environment": [["A", "1"]],
+        "resource_config": {}, "processing_job_config": {}, "local_paths": ["/opt/ml/processing/in"],
+        "docker": {"command": ["docker"], "host": None}, "gpus": 0, "gpu_mode": "gpus",
+        "max_runtime_seconds": None, "stop_grace_seconds": 5,
+    }
+    doc.update(over)
+    return doc
+
+
+def tail_after_image(argv: list[str]) -> list[str]:
+    return argv[argv.index("img:1") + 1 :]
+
+
+def test_neither_entrypoint_nor_arguments_keeps_the_image_defaults() -> None:
+    """No entrypoint, no arguments: nothing after the image, no --entrypoint."""
+    argv = run_argv(parse_task(task_doc()), "/ml", "/env", [])
+    assert "--entrypoint" not in argv
+    assert tail_after_image(argv) == []
+
+
+def test_entrypoint_only_replaces_entrypoint_and_cmd() -> None:
+    """[E0, E1, E2] becomes --entrypoint E0 IMAGE E1 E2 (Docker clears CMD)."""
+    argv = run_argv(parse_task(task_doc(entrypoint=["python3", "-u", "x.py"])), "/ml", None, [])
+    assert argv[argv.index("--entrypoint") + 1] == "python3"
+    assert tail_after_image(argv) == ["-u", "x.py"]
+
+
+def test_arguments_only_keep_the_image_entrypoint() -> None:
+    """Arguments alone replace CMD: they follow the image, no --entrypoint."""
+    argv = run_argv(parse_task(task_doc(arguments=["--a", "1"])), "/ml", None, [])
+    assert "--entrypoint" not in argv
+    assert tail_after_image(argv) == ["--a", "1"]
+
+
+def test_entrypoint_and_arguments() -> None:
+    """Both: entrypoint words then arguments."""
+    argv = run_argv(parse_task(task_doc(entrypoint=["sh", "-c"], arguments=["echo $0", "x"])), "/ml", None, [])
+    assert argv[argv.index("--entrypoint") + 1] == "sh"
+    assert tail_after_image(argv) == ["-c", "echo $0", "x"]
+
+
+def test_container_identity_network_and_mount() -> None:
+    """Named and labelled by job and algo, host network, algo hostname, add-host per algo, /opt/ml mount."""
+    argv = run_argv(parse_task(task_doc()), "/work/ml", "/work/env", ["MULTI"])
+    assert argv[argv.index("--name") + 1] == "distproc-j1-algo-2"
+    assert "distproc.job=j1" in argv and "distproc.algo=algo-2" in argv
+    assert argv[argv.index("--network") + 1] == "host"
+    assert argv[argv.index("--hostname") + 1] == "algo-2"
+    assert [argv[i + 1] for i, a in enumerate(argv) if a == "--add-host"] == ["algo-1:10.0.0.1", "algo-2:10.0.0.2"]
+    assert argv[argv.index("--volume") + 1] == "/work/ml:/opt/ml"
+    assert argv[argv.index("--env-file") + 1] == "/work/env"
+    assert argv[argv.index("--env") + 1] == "MULTI"
+
+
+def test_gpu_flags_per_mode() -> None:
+    """GPU hosts get --gpus or the nvidia runtime; CPU hosts get nothing."""
+    assert gpu_argv(0, "gpus") == []
+    assert gpu_argv("all", "gpus") == ["--gpus", "all"]
+    assert gpu_argv(2, "gpus") == ["--gpus", "2"]
+    assert gpu_argv("all", "runtime") == ["--runtime", "nvidia", "--env", "NVIDIA_VISIBLE_DEVICES=all"]
+    assert gpu_argv(2, "runtime")[-1] == "NVIDIA_VISIBLE_DEVICES=0,1"
+
+
+def test_env_values_with_newlines_are_inherited_not_written() -> None:
+    """Docker's env-file cannot hold newlines, so such values go by inheritance."""
+    lines, inherited = env_lines((("A", "x y"), ("B", "a\nb"), ("C", "q\r")))
+    assert lines == ["A=x y"]
+    assert inherited == ["B", "C"]
+
+
+def test_bad_task_documents_are_refused_with_the_field() -> None:
+    """A wrong version or a LocalPath outside /opt/ml/processing is a TaskError naming it."""
+    with pytest.raises(TaskError, match="version"):
+        parse_task(task_doc(version=99))
+    with pytest.raises(TaskError, match="outside"):
+        parse_task(task_doc(local_paths=["/opt/ml/processing/../../etc"]))
+    with pytest.raises(TaskError, match="gpus"):
+        parse_task(task_doc(gpus=True))
+
+
+def test_message_is_cut_to_1024_chars_and_checked_whole(tmp_path: Path) -> None:
+    """The message keeps 1024 characters (not bytes) and any bad byte anywhere invalidates it."""
+    path = tmp_path / "message"
+    path.write_text("é" * 3000, encoding="utf-8")
+    text, valid = read_message(str(path))
+    assert valid and text == "é" * 1024
+    path.write_bytes("ok".encode() * 1000 + b"\xff")
+    assert read_message(str(path)) == (None, False)
+    assert read_message(str(tmp_path / "missing")) == (None, True)
+
+
+def test_pack_skips_symlinks_and_extract_refuses_escapes(tmp_path: Path) -> None:
+    """Outputs never follow symbolic links; a tar member climbing out is refused."""
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "a.txt").write_text("A")
+    (tmp_path / "secret").write_text("S")
+    os.symlink(tmp_path / "secret", src / "link")
+    buffer = io.BytesIO()
+    assert pack_tree(str(src), buffer) == (1, 1)
+    buffer.seek(0)
+    dest = tmp_path / "dest"
+    assert extract_tar(buffer, str(dest)) == (1, 1)
+    assert (dest / "sub" / "a.txt").read_text() == "A"
+    assert not (dest / "link").exists()
+
+    import tarfile
+
+    evil = io.BytesIO()
+    with tarfile.open(fileobj=evil, mode="w") as archive:
+        info = tarfile.TarInfo("../escape")
+        info.size = 1
+        archive.addfile(info, io.BytesIO(b"x"))
+    evil.seek(0)
+    with pytest.raises(ValueError, match="refusing"):
+        extract_tar(evil, str(tmp_path / "d2"))
+    assert not (tmp_path / "escape").exists()
+
+
+def test_job_dir_maps_container_paths_and_refuses_escapes() -> None:
+    """Container paths under /opt/ml map into the job folder; nothing else does."""
+    jd = JobDir("/w/jobs/j/algo-1")
+    assert jd.host_path("/opt/ml/processing/in") == "/w/jobs/j/algo-1/ml/processing/in"
+    with pytest.raises(TaskError):
+        jd.host_path("/etc/passwd")
+    with pytest.raises(TaskError):
+        jd.host_path("/opt/ml/../../etc")
