@@ -63,11 +63,7 @@ def _add(archive: zipfile.ZipFile, name: str, data: bytes) -> None:
 def agent_bundle() -> AgentBundle:
     """The zipapp for this version of distproc (computed once per process)."""
     source = resources.files("distproc") / "agent"
-    modules = sorted(
-        (entry.name, entry.read_bytes())
-        for entry in source.iterdir()
-        if entry.name.endswith(".py")
-    )
+    modules = sorted((entry.name, entry.read_bytes()) for entry in source.iterdir() if entry.name.endswith(".py"))
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         _add(archive, "__main__.py", _MAIN.encode())

@@ -36,8 +36,12 @@ def _parser() -> argparse.ArgumentParser:
         description="Run SageMaker-Processing-style container jobs on machines you own.",
     )
     parser.add_argument("--version", action="version", version=f"distproc {__version__}")
-    parser.add_argument("--home", type=Path, help="job store folder (default: $DISTPROC_HOME, else ~/.local/state/distproc)")
-    parser.add_argument("--log-format", choices=("console", "json"), default="console", help="how distproc's own messages (stderr) look")
+    parser.add_argument(
+        "--home", type=Path, help="job store folder (default: $DISTPROC_HOME, else ~/.local/state/distproc)"
+    )
+    parser.add_argument(
+        "--log-format", choices=("console", "json"), default="console", help="how distproc's own messages (stderr) look"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug messages too")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -45,9 +49,17 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("job", type=Path, help="a CreateProcessingJob request (JSON)")
     run.add_argument("-i", "--inventory", type=Path, required=True, help="Ansible YAML inventory")
     run.add_argument("--job-name", metavar="NAME", help="use this ProcessingJobName instead of the file's")
-    run.add_argument("--stop-grace", type=float, default=10.0, metavar="SECONDS", help="time between SIGINT and SIGKILL when stopping (default 10)")
+    run.add_argument(
+        "--stop-grace",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="time between SIGINT and SIGKILL when stopping (default 10)",
+    )
     run.add_argument("--fan-out", type=int, default=64, metavar="N", help="hosts prepared at once (default 64)")
-    run.add_argument("--quiet", action="store_true", help="do not print container output (it is still kept in the logs)")
+    run.add_argument(
+        "--quiet", action="store_true", help="do not print container output (it is still kept in the logs)"
+    )
     run.set_defaults(func=cmd_run)
 
     validate = sub.add_parser("validate", help="check a job and inventory and print the plan")
@@ -107,18 +119,31 @@ def cmd_validate(args: argparse.Namespace) -> int:
     plan = []
     if hosts is not None:
         plan = [
-            {"Host": algo, "InventoryHost": h.name, "Address": h.address, "PrivateAddress": h.private_address,
-             "Connection": h.connection, "WorkDir": h.work_dir, "Gpus": h.gpus}
+            {
+                "Host": algo,
+                "InventoryHost": h.name,
+                "Address": h.address,
+                "PrivateAddress": h.private_address,
+                "Connection": h.connection,
+                "WorkDir": h.work_dir,
+                "Gpus": h.gpus,
+            }
             for algo, h in zip(algo_names(len(hosts)), hosts, strict=True)
         ]
     if args.json:
-        print(json.dumps({"ProcessingJobName": job.name, "Valid": True, "Warnings": list(job.warnings), "Plan": plan}, indent=2))
+        print(
+            json.dumps(
+                {"ProcessingJobName": job.name, "Valid": True, "Warnings": list(job.warnings), "Plan": plan}, indent=2
+            )
+        )
         return 0
-    print(f"job {job.name} is valid: {job.cluster.instance_count} x {job.cluster.instance_type}, image {job.app.image_uri}")
+    cluster = job.cluster
+    print(f"job {job.name} is valid: {cluster.instance_count} x {cluster.instance_type}, image {job.app.image_uri}")
     for warning in job.warnings:
         print(f"warning: {warning}")
     for row in plan:
-        print(f"  {row['Host']:<8} <- {row['InventoryHost']} ({row['Connection']} {row['Address']}, reached by others at {row['PrivateAddress']})")
+        where = f"{row['Connection']} {row['Address']}, reached by others at {row['PrivateAddress']}"
+        print(f"  {row['Host']:<8} <- {row['InventoryHost']} ({where})")
     return 0
 
 
@@ -130,7 +155,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     for warning in job.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     options = RunOptions(
-        stop_grace_seconds=args.stop_grace, fan_out=max(1, args.fan_out),
+        stop_grace_seconds=args.stop_grace,
+        fan_out=max(1, args.fan_out),
         console=None if args.quiet else sys.stdout,
     )
     runner = JobRunner(job, hosts, store, str(args.inventory), options)

@@ -36,7 +36,10 @@ async def stop_job(store: Store, name: str, reason: str = STOP_BY_REQUEST) -> di
     """Ask every host of a running job to stop; returns each host's answer or error."""
     job = store.get_job(name)
     if job.status not in ("InProgress", "Stopping"):
-        raise SpecError([Violation("ProcessingJobName", f"job {name!r} is {job.status}; only a running job can be stopped")], source="stop request")
+        raise SpecError(
+            [Violation("ProcessingJobName", f"job {name!r} is {job.status}; only a running job can be stopped")],
+            source="stop request",
+        )
     store.request_stop(name, reason)
     hosts = [h for h in job.hosts if h.status not in ("Completed", "Failed", "Stopped")]
     answers = await asyncio.gather(*(_stop_host(h, reason) for h in hosts), return_exceptions=True)

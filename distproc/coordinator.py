@@ -99,9 +99,7 @@ class JobRunner:
     # -- the job --------------------------------------------------------------
 
     async def run(self) -> JobOutcome:
-        self.store.create_job(
-            self.job.name, self.arn, self.job.request_dict(), self.inventory_path, self.job.warnings
-        )
+        self.store.create_job(self.job.name, self.arn, self.job.request_dict(), self.inventory_path, self.job.warnings)
         self.log.info("job created", arn=self.arn, hosts=len(self.hosts))
         sink: OutputSink | None = None
         try:
@@ -114,7 +112,10 @@ class JobRunner:
             for a in plan.assignments:
                 session = HostSession(
                     transport_for(a.host, connect_timeout=self.options.connect_timeout),
-                    a.host.python, a.host.work_dir, a.job_dir, bundle,
+                    a.host.python,
+                    a.host.work_dir,
+                    a.job_dir,
+                    bundle,
                 )
                 self._states.append(_HostState(assignment=a, session=session))
                 self.store.add_host(self.job.name, a.algo, a.host.name, Endpoint.from_host(a.host).to_dict(), a.job_dir)
@@ -140,8 +141,7 @@ class JobRunner:
             files = list_prefix(item.uri)
             if not files:
                 raise StagingError(
-                    f"ProcessingInputs {item.name}: no files match {item.uri} "
-                    f"({file_uri_path(item.uri)} as a prefix)"
+                    f"ProcessingInputs {item.name}: no files match {item.uri} ({file_uri_path(item.uri)} as a prefix)"
                 )
             listings[item.name] = files
         return listings
@@ -170,8 +170,12 @@ class JobRunner:
                     return
                 state.prepared = True
                 self.log.info(
-                    "host ready", host=a.algo, inventory_host=a.host.name, agent_sent=sent,
-                    files=staged_files, bytes=staged_bytes,
+                    "host ready",
+                    host=a.algo,
+                    inventory_host=a.host.name,
+                    agent_sent=sent,
+                    files=staged_files,
+                    bytes=staged_bytes,
                 )
 
         await asyncio.gather(*(prepare(s) for s in self._states))
@@ -180,8 +184,13 @@ class JobRunner:
         a = state.assignment
         self.log.error("host failed", host=a.algo, error=error)
         state.outcome = HostOutcome(
-            algo=a.algo, host=a.host.name, status="Failed", exit_code=None, ended_at=time.time(),
-            error=error, error_class=cls.value,
+            algo=a.algo,
+            host=a.host.name,
+            status="Failed",
+            exit_code=None,
+            ended_at=time.time(),
+            error=error,
+            error_class=cls.value,
         )
         self.store.update_host(self.job.name, a.algo, status="Failed", error=error, end_time=time.time())
 
@@ -250,7 +259,9 @@ class JobRunner:
         kind = str(event.get("kind", ""))
         algo = state.assignment.algo
         at = event.get("time") if isinstance(event.get("time"), (int, float)) else None
-        self.store.add_event(self.job.name, algo, kind, {k: v for k, v in event.items() if k not in ("kind", "time")}, at)
+        self.store.add_event(
+            self.job.name, algo, kind, {k: v for k, v in event.items() if k not in ("kind", "time")}, at
+        )
         if kind == "container_started":
             self.store.update_host(self.job.name, algo, start_time=at)
             self.log.info("container started", host=algo)
@@ -265,19 +276,28 @@ class JobRunner:
         exit_code = result.get("exit_code")
         ended = result.get("container_ended") or result.get("agent_ended") or time.time()
         state.outcome = HostOutcome(
-            algo=a.algo, host=a.host.name, status=status,
+            algo=a.algo,
+            host=a.host.name,
+            status=status,
             exit_code=exit_code if isinstance(exit_code, int) else None,
-            ended_at=float(ended), message=result.get("message"),
+            ended_at=float(ended),
+            message=result.get("message"),
             message_valid=bool(result.get("message_valid", True)),
-            error=result.get("error"), error_class=result.get("error_class"),
+            error=result.get("error"),
+            error_class=result.get("error_class"),
             stopped_by_distproc=bool(result.get("stopped")),
         )
         if result.get("stopped") and result.get("stop_reason") and self._stop_reason is None:
             # A stop this process did not ask for: MaxRuntimeInSeconds or `distproc stop`.
             self._stop_reason = str(result["stop_reason"])
         self.store.update_host(
-            self.job.name, a.algo, status=status, exit_code=state.outcome.exit_code,
-            end_time=float(ended), message=state.outcome.message, error=state.outcome.error,
+            self.job.name,
+            a.algo,
+            status=status,
+            exit_code=state.outcome.exit_code,
+            end_time=float(ended),
+            message=state.outcome.message,
+            error=state.outcome.error,
             start_time=result.get("container_started"),
         )
         self.log.info("host finished", host=a.algo, status=status, exit_code=exit_code)
@@ -292,6 +312,7 @@ class JobRunner:
 
     async def _collect_outputs(self) -> None:
         """EndOfJob upload: every output of every prepared host, whatever its status."""
+
         async def collect(state: _HostState) -> None:
             if not state.prepared:
                 return
@@ -313,11 +334,15 @@ class JobRunner:
         prior = state.outcome
         # A job whose outputs are missing is never Completed.
         state.outcome = HostOutcome(
-            algo=a.algo, host=a.host.name, status="Failed",
+            algo=a.algo,
+            host=a.host.name,
+            status="Failed",
             exit_code=prior.exit_code if prior else None,
-            ended_at=time.time(), message=prior.message if prior else None,
+            ended_at=time.time(),
+            message=prior.message if prior else None,
             message_valid=prior.message_valid if prior else True,
-            error=error, error_class=FailureClass.INTERNAL.value,
+            error=error,
+            error_class=FailureClass.INTERNAL.value,
         )
         self.store.update_host(self.job.name, a.algo, status="Failed", error=error)
 
@@ -346,8 +371,12 @@ class JobRunner:
             if state.outcome is None:
                 # Never launched because the job stopped or another host failed first.
                 state.outcome = HostOutcome(
-                    algo=state.assignment.algo, host=state.assignment.host.name, status="Stopped",
-                    exit_code=None, ended_at=None, stopped_by_distproc=True,
+                    algo=state.assignment.algo,
+                    host=state.assignment.host.name,
+                    status="Stopped",
+                    exit_code=None,
+                    ended_at=None,
+                    stopped_by_distproc=True,
                 )
                 self.store.update_host(self.job.name, state.assignment.algo, status="Stopped")
                 outcomes.append(state.outcome)
@@ -357,11 +386,16 @@ class JobRunner:
 
     def _record(self, outcome: JobOutcome) -> None:
         self.store.update_job(
-            self.job.name, status=outcome.status.value, end_time=time.time(),
-            failure_reason=outcome.failure_reason, exit_message=outcome.exit_message,
+            self.job.name,
+            status=outcome.status.value,
+            end_time=time.time(),
+            failure_reason=outcome.failure_reason,
+            exit_message=outcome.exit_message,
             stop_reason=outcome.stop_reason,
         )
         self.log.info(
-            "job finished", status=outcome.status.value, failure_reason=outcome.failure_reason,
+            "job finished",
+            status=outcome.status.value,
+            failure_reason=outcome.failure_reason,
             stop_reason=outcome.stop_reason,
         )

@@ -52,7 +52,7 @@ class InventoryError(DistprocError):
     """The inventory is malformed, or cannot supply the hosts a job asks for."""
 
 
-class ConnectionError_(DistprocError):  # noqa: N801 - builtin ConnectionError stays unshadowed
+class ConnectionError_(DistprocError):
     """A host could not be reached."""
 
     def __init__(self, host: str, reason: str) -> None:

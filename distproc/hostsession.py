@@ -150,7 +150,9 @@ class HostSession:
         `exc.position` so the caller can reconnect and resume.
         """
         channel = await self.transport.open(
-            self._agent("follow", self.job_dir, "--events-offset", str(position.events), "--log-offset", str(position.log))
+            self._agent(
+                "follow", self.job_dir, "--events-offset", str(position.events), "--log-offset", str(position.log)
+            )
         )
         events, log = position.events, position.log
         try:

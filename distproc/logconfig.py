@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import IO
+from typing import TextIO
 
 import structlog
 
 
-def configure(log_format: str = "console", verbose: bool = False, stream: IO[str] | None = None) -> None:
+def configure(log_format: str = "console", verbose: bool = False, stream: TextIO | None = None) -> None:
     """Human lines on the console, or JSON lines for machines; always on stderr,
     so stdout carries only container output and command results."""
     out = stream or sys.stderr

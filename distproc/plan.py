@@ -127,7 +127,7 @@ def host_task(
         "job_name": job.name,
         "algo": assignment.algo,
         "hosts": list(plan.algos),
-        "add_hosts": [[a.algo, a.host.private_address] for a in plan.assignments],
+        "add_hosts": [[a.algo, a.host.private_address or a.host.address] for a in plan.assignments],
         "image": job.app.image_uri,
         "entrypoint": list(job.app.entrypoint) if job.app.entrypoint else None,
         "arguments": list(job.app.arguments) if job.app.arguments else None,

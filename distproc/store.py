@@ -62,8 +62,14 @@ CREATE INDEX IF NOT EXISTS events_by_job ON events (job, time);
 """
 
 _JOB_FIELDS = {
-    "status", "start_time", "end_time", "failure_reason", "exit_message",
-    "stop_reason", "stop_requested", "coordinator_pid",
+    "status",
+    "start_time",
+    "end_time",
+    "failure_reason",
+    "exit_message",
+    "stop_reason",
+    "stop_requested",
+    "coordinator_pid",
 }
 _HOST_FIELDS = {"status", "exit_code", "start_time", "end_time", "message", "error"}
 
@@ -146,7 +152,11 @@ class Store:
         return self.home / "logs" / job / f"{algo}.log"
 
     def create_job(
-        self, name: str, arn: str, request: Mapping[str, Any], inventory: str | None,
+        self,
+        name: str,
+        arn: str,
+        request: Mapping[str, Any],
+        inventory: str | None,
         warnings: tuple[str, ...] = (),
     ) -> None:
         """Record a new job, InProgress. A name in use is refused, as SageMaker does."""
@@ -191,7 +201,9 @@ class Store:
                 (*fields.values(), job, algo),
             )
 
-    def add_event(self, job: str, algo: str | None, kind: str, data: Mapping[str, Any], at: float | None = None) -> None:
+    def add_event(
+        self, job: str, algo: str | None, kind: str, data: Mapping[str, Any], at: float | None = None
+    ) -> None:
         with self._tx() as db:
             db.execute(
                 "INSERT INTO events (job, algo, time, kind, data) VALUES (?, ?, ?, ?, ?)",
@@ -222,17 +234,33 @@ class Store:
         if row is None:
             raise JobNotFoundError(name)
         return JobRecord(
-            name=row["name"], arn=row["arn"], status=row["status"], request=json.loads(row["request"]),
-            inventory=row["inventory"], warnings=tuple(json.loads(row["warnings"])),
-            creation_time=row["creation_time"], start_time=row["start_time"], end_time=row["end_time"],
-            last_modified=row["last_modified"], failure_reason=row["failure_reason"],
-            exit_message=row["exit_message"], stop_reason=row["stop_reason"],
-            stop_requested=row["stop_requested"], coordinator_pid=row["coordinator_pid"],
+            name=row["name"],
+            arn=row["arn"],
+            status=row["status"],
+            request=json.loads(row["request"]),
+            inventory=row["inventory"],
+            warnings=tuple(json.loads(row["warnings"])),
+            creation_time=row["creation_time"],
+            start_time=row["start_time"],
+            end_time=row["end_time"],
+            last_modified=row["last_modified"],
+            failure_reason=row["failure_reason"],
+            exit_message=row["exit_message"],
+            stop_reason=row["stop_reason"],
+            stop_requested=row["stop_requested"],
+            coordinator_pid=row["coordinator_pid"],
             hosts=tuple(
                 HostRecord(
-                    algo=h["algo"], host=h["host"], endpoint=json.loads(h["endpoint"]), job_dir=h["job_dir"],
-                    status=h["status"], exit_code=h["exit_code"], start_time=h["start_time"],
-                    end_time=h["end_time"], message=h["message"], error=h["error"],
+                    algo=h["algo"],
+                    host=h["host"],
+                    endpoint=json.loads(h["endpoint"]),
+                    job_dir=h["job_dir"],
+                    status=h["status"],
+                    exit_code=h["exit_code"],
+                    start_time=h["start_time"],
+                    end_time=h["end_time"],
+                    message=h["message"],
+                    error=h["error"],
                 )
                 for h in hosts
             ),

@@ -10,8 +10,15 @@ from .store import JobRecord
 
 # The request's members that DescribeProcessingJob echoes back.
 _ECHOED = (
-    "ProcessingInputs", "ProcessingOutputConfig", "ProcessingResources", "StoppingCondition",
-    "AppSpecification", "Environment", "NetworkConfig", "RoleArn", "ExperimentConfig",
+    "ProcessingInputs",
+    "ProcessingOutputConfig",
+    "ProcessingResources",
+    "StoppingCondition",
+    "AppSpecification",
+    "Environment",
+    "NetworkConfig",
+    "RoleArn",
+    "ExperimentConfig",
 )
 
 

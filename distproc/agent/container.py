@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import IO, Dict, List, Optional, Sequence, Tuple
 
 from .task import DockerAccess, HostTask
 
@@ -121,12 +121,14 @@ class Docker:
             raise DockerError(list(args), proc.returncode, err)
         return proc.returncode, out, err
 
-    def popen(self, args: Sequence[str], stdout: object, extra_env: Optional[Dict[str, str]] = None) -> "subprocess.Popen[bytes]":
+    def popen(
+        self, args: Sequence[str], stdout: IO[bytes], extra_env: Optional[Dict[str, str]] = None
+    ) -> "subprocess.Popen[bytes]":
         return subprocess.Popen(
             self.argv(args),
             env=self.env(extra_env),
             stdin=subprocess.DEVNULL,
-            stdout=stdout,  # type: ignore[arg-type]
+            stdout=stdout,
             stderr=subprocess.STDOUT,
         )
 

@@ -4,6 +4,7 @@ the container's message file, and tar streams in and out of a job folder."""
 from __future__ import annotations
 
 import codecs
+import contextlib
 import json
 import os
 import stat
@@ -30,10 +31,8 @@ def write_atomic(path: str, data: bytes, mode: int = 0o644) -> None:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         raise
 
 

@@ -9,13 +9,16 @@ coordinator never leaves a container running forever.
 
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from .container import Docker, DockerError, run_argv
 from .files import EventLog, now, read_json, read_message, write_atomic, write_json_atomic
@@ -149,7 +152,11 @@ def run(jobdir: JobDir) -> Dict[str, Any]:
         _ensure_image(docker, task, events, stop)
     except DockerError as exc:
         return _finish(
-            jobdir, events, result, "ClientError", "cannot pull image {}: {}".format(task.image, exc.stderr.strip()[-500:])
+            jobdir,
+            events,
+            result,
+            "ClientError",
+            "cannot pull image {}: {}".format(task.image, exc.stderr.strip()[-500:]),
         )
     if stop.event.is_set():
         result.update(stopped=True, stop_reason=stop.reason)
@@ -189,15 +196,15 @@ def _run_container(
     write_atomic(jobdir.env_file, "".join(line + "\n" for line in file_lines).encode("utf-8"), 0o600)
     inherited_values = {k: v for k, v in task.environment if k in set(inherited)}
     try:
-        argv = run_argv(task, jobdir.ml, jobdir.env_file, inherited)
+        argv = run_argv(_with_resolved_hosts(task), jobdir.ml, jobdir.env_file, inherited)
         status, _, err = docker.run(argv, extra_env=inherited_values, check=False, timeout=300)
     finally:
         # Docker has read the values once the container exists; keep no copy on disk.
         os.unlink(jobdir.env_file)
     result["container_started"] = now()
     if status != 0:
-        code = docker.exit_code(name)
-        result.update(container_ended=now(), exit_code=code if code else None)
+        created_code = docker.exit_code(name)
+        result.update(container_ended=now(), exit_code=created_code if created_code else None)
         # A daemon we cannot reach is the platform's fault; a container that
         # cannot start (bad entrypoint, bad image) is the job's.
         unreachable = "Cannot connect to the Docker daemon" in err
@@ -211,8 +218,11 @@ def _run_container(
     with open(jobdir.log, "ab") as log:
         follower = docker.popen(["logs", "--follow", name], stdout=log)
     waiter = subprocess.Popen(
-        docker.argv(["wait", name]), env=docker.env(), stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        docker.argv(["wait", name]),
+        env=docker.env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     interrupt_at: Optional[float] = None
     killed = False
@@ -247,6 +257,23 @@ def _run_container(
         follower.kill()
         follower.wait()
     events.emit("container_exited", exit_code=code)
+
+
+def _with_resolved_hosts(task: HostTask) -> HostTask:
+    """Docker's --add-host takes addresses only; resolve names as this host sees them."""
+    resolved: List[Tuple[str, str]] = []
+    for name, address in task.add_hosts:
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            try:
+                address = str(socket.getaddrinfo(address, None, proto=socket.IPPROTO_TCP)[0][4][0])
+            except OSError as exc:
+                raise DockerError(
+                    ["run"], 1, "cannot resolve {} (the address of {}): {}".format(address, name, exc)
+                ) from exc
+        resolved.append((name, address))
+    return dataclasses.replace(task, add_hosts=tuple(resolved))
 
 
 def _finish(
@@ -288,13 +315,19 @@ def request_stop(jobdir: JobDir, reason: str) -> Dict[str, Any]:
     docker.kill(task.container_name, "SIGKILL")
     code = docker.exit_code(task.container_name)
     docker.remove(task.container_name)
-    result = {
-        "exit_code": code, "stopped": True, "stop_reason": reason, "message": None,
-        "message_valid": True, "error": "agent was gone; container killed by stop",
-        "error_class": None, "agent_started": None, "container_started": None,
+    result: Dict[str, Any] = {
+        "exit_code": code,
+        "stopped": True,
+        "stop_reason": reason,
+        "message": None,
+        "message_valid": True,
+        "error": "agent was gone; container killed by stop",
+        "error_class": None,
+        "agent_started": None,
+        "container_started": None,
         "container_ended": now(),
     }
-    _finish(jobdir, EventLog(jobdir.events), result, None, result["error"])
+    _finish(jobdir, EventLog(jobdir.events), result, None, "agent was gone; container killed by stop")
     return {"state": "killed-without-agent"}
 
 

@@ -82,9 +82,7 @@ def parse_task(doc: Any) -> HostTask:
         raise TaskError("task document must be a JSON object")
     if doc.get("version") != TASK_VERSION:
         raise TaskError(
-            "task version {!r} is not {}: coordinator and agent disagree".format(
-                doc.get("version"), TASK_VERSION
-            )
+            "task version {!r} is not {}: coordinator and agent disagree".format(doc.get("version"), TASK_VERSION)
         )
     for key in ("job_name", "algo", "image", "gpu_mode"):
         if not isinstance(doc.get(key), str):
@@ -177,9 +175,7 @@ class JobDir:
 
     def host_path(self, container_path: str) -> str:
         """The host path of a path under /opt/ml in the container."""
-        if container_path != CONTAINER_ML_ROOT and not container_path.startswith(
-            CONTAINER_ML_ROOT + "/"
-        ):
+        if container_path != CONTAINER_ML_ROOT and not container_path.startswith(CONTAINER_ML_ROOT + "/"):
             raise TaskError("{!r} is not under {}".format(container_path, CONTAINER_ML_ROOT))
         rel = container_path[len(CONTAINER_ML_ROOT) :].lstrip("/")
         if ".." in rel.split("/"):

@@ -8,6 +8,7 @@ path under LocalPath. Only regular files count; symbolic links are skipped.
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 import tarfile
@@ -37,7 +38,8 @@ def list_prefix(uri: str) -> list[SourceFile]:
     for folder, dirnames, filenames in os.walk(root, followlinks=False):
         # Prune folders that cannot hold a match, so `/data/a` does not walk all of /data.
         dirnames[:] = sorted(
-            d for d in dirnames
+            d
+            for d in dirnames
             if os.path.join(folder, d).startswith(prefix) or prefix.startswith(os.path.join(folder, d) + "/")
         )
         for name in sorted(filenames):
@@ -47,17 +49,15 @@ def list_prefix(uri: str) -> list[SourceFile]:
             st = os.lstat(path)
             if not stat.S_ISREG(st.st_mode):
                 continue
-            rel = path[len(prefix):].lstrip("/") or os.path.basename(path)
+            rel = path[len(prefix) :].lstrip("/") or os.path.basename(path)
             found.append(SourceFile(source=path, relative_path=rel, size=st.st_size))
     return found
 
 
 async def tar_stream(files: Iterable[SourceFile], chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
     """A tar stream of the files under their relative paths, produced in chunks."""
-    import io
-
     buffer = io.BytesIO()
-    archive = tarfile.open(fileobj=buffer, mode="w|", format=tarfile.PAX_FORMAT)
+    archive = tarfile.open(fileobj=buffer, mode="w|", format=tarfile.PAX_FORMAT)  # noqa: SIM115 - closed in finally
     try:
         for item in files:
             info = tarfile.TarInfo(item.relative_path)

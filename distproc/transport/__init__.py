@@ -31,17 +31,28 @@ class Endpoint:
     @classmethod
     def from_host(cls, host: Host) -> Endpoint:
         return cls(
-            name=host.name, connection=host.connection, address=host.address, port=host.port,
-            user=host.user, key_file=host.key_file, known_hosts=host.known_hosts,
-            python=host.python, work_dir=host.work_dir,
+            name=host.name,
+            connection=host.connection,
+            address=host.address,
+            port=host.port,
+            user=host.user,
+            key_file=host.key_file,
+            known_hosts=host.known_hosts,
+            python=host.python,
+            work_dir=host.work_dir,
         )
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> Endpoint:
-        return cls(**{k: doc.get(k) for k in cls.__dataclass_fields__})
+        return cls(
+            name=str(doc["name"]), connection=str(doc["connection"]), address=str(doc["address"]),
+            port=int(doc["port"]), user=doc.get("user"), key_file=doc.get("key_file"),
+            known_hosts=doc.get("known_hosts"), python=str(doc["python"]), work_dir=str(doc["work_dir"]),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
 
 __all__ = [
     "Channel",

@@ -78,9 +78,7 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None: ...
 
-    async def run(
-        self, argv: Sequence[str], *, input: bytes | None = None, check: bool = True
-    ) -> CommandResult:
+    async def run(self, argv: Sequence[str], *, input: bytes | None = None, check: bool = True) -> CommandResult:
         """Run a command to its end; with check, a non-zero exit raises RemoteCommandError."""
         channel = await self.open(argv)
         try:
@@ -92,9 +90,7 @@ class Transport(abc.ABC):
             channel.abort()
             raise
         if check and not result.ok:
-            raise RemoteCommandError(
-                self.name, result.argv, result.exit_status, result.stderr_text(), result.signal
-            )
+            raise RemoteCommandError(self.name, result.argv, result.exit_status, result.stderr_text(), result.signal)
         return result
 
     async def run_json(self, argv: Sequence[str], *, input: bytes | None = None) -> dict[str, Any]:

@@ -9,6 +9,7 @@ asyncssh's exceptions become distproc's here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -50,10 +51,8 @@ class _SSHChannel(Channel):
             raise self._transport.lost(exc) from exc
 
     async def close_stdin(self) -> None:
-        try:
+        with contextlib.suppress(asyncssh.Error, OSError):
             self._process.stdin.write_eof()
-        except (asyncssh.Error, OSError):
-            pass
 
     async def read(self, size: int = 65536) -> bytes:
         try:
@@ -77,8 +76,11 @@ class _SSHChannel(Channel):
         except (asyncssh.Error, OSError) as exc:
             raise self._transport.lost(exc) from exc
         return CommandResult(
-            self._argv, completed.exit_status if completed.exit_signal is None else None,
-            completed.exit_signal[0] if completed.exit_signal else None, stdout, stderr,
+            self._argv,
+            completed.exit_status if completed.exit_signal is None else None,
+            completed.exit_signal[0] if completed.exit_signal else None,
+            stdout,
+            stderr,
         )
 
     def abort(self) -> None:
@@ -138,7 +140,7 @@ class SSHTransport(Transport):
                     f"authentication failed as {t.user or 'the default user'} ({exc.reason}); "
                     "check ansible_user and ansible_ssh_private_key_file",
                 ) from exc
-            except (OSError, asyncssh.Error, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError, asyncssh.Error) as exc:
                 if attempt == t.attempts:
                     reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
                     raise ConnectionError_(

@@ -1,0 +1,330 @@
+"""Reading the YAML document: its groups, its hosts, and each host's merged variables.
+
+This mirrors what Ansible's YAML inventory plugin does with the same file (the
+tests compare the two): groups nest through ``children``, a host may sit in
+several groups, and a host's variables are merged lowest precedence first:
+
+1. group variables, ordered by the group's depth below ``all`` (``all`` is 0,
+   its children 1, ...; a group reached along several paths takes the
+   deepest), then by ``ansible_group_priority`` (default 1), then by group
+   name, so among groups of equal depth and priority the alphabetically last
+   wins;
+2. the host's own variables, where a host listed several times takes each
+   listing in file order, the last one winning.
+
+A name given twice (a group defined in two places) merges, later keys win.
+Merging is shallow, like Ansible's default ``hash_behaviour=replace``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import InventoryError
+from ._ranges import PatternError, parse_host_pattern
+
+#: Group and host entries visited before the file is refused. YAML aliases let
+#: a small file name the same group a vast number of times; real inventories
+#: stay far below this.
+MAX_ENTRIES = 250_000
+
+_TEMPLATE_MARKERS = ("{{", "{%", "{#")
+
+
+class Unsafe(str):
+    """A string tagged ``!unsafe``: Ansible leaves it untemplated, so braces in it are data."""
+
+    __slots__ = ()
+
+
+class _Loader(yaml.SafeLoader):
+    """safe_load, plus Ansible's ``!unsafe`` tag, so a valid Ansible file with it still loads."""
+
+
+def _construct_unsafe(loader: yaml.SafeLoader, node: yaml.Node) -> Unsafe:
+    if not isinstance(node, yaml.ScalarNode):
+        raise yaml.constructor.ConstructorError(
+            None, None, "distproc accepts !unsafe only on a single string", node.start_mark
+        )
+    return Unsafe(loader.construct_scalar(node))
+
+
+_Loader.add_constructor("!unsafe", _construct_unsafe)
+
+
+@dataclass(frozen=True, slots=True)
+class RawHost:
+    """A host as the document gives it, before its variables are checked."""
+
+    name: str
+    groups: tuple[str, ...]
+    vars: dict[str, Any]
+
+
+@dataclass(slots=True)
+class _Group:
+    name: str
+    vars: dict[str, Any] = field(default_factory=dict)
+    priority: int = 1
+    children: list[str] = field(default_factory=list)
+    parents: list[str] = field(default_factory=list)
+
+
+def read_document(path: Path, source: str) -> list[RawHost]:
+    """Every host of the file at ``path`` in inventory order; ``source`` names it in errors."""
+    data = _load_yaml(path, source)
+    reader = _Reader(source)
+    reader.read(data)
+    return reader.hosts()
+
+
+def _load_yaml(path: Path, source: str) -> Any:
+    try:
+        text = path.read_bytes()
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        reason = getattr(exc, "strerror", None) or exc
+        raise InventoryError(f"{source}: cannot read the inventory: {reason}") from exc
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = exc.problem or exc.context or "invalid YAML"
+        if "'!vault'" in problem:
+            problem = "Ansible Vault values (!vault) are not supported by distproc"
+        raise InventoryError(f"{source}: YAML error{where}: {problem}") from exc
+    except yaml.YAMLError as exc:
+        raise InventoryError(f"{source}: not valid YAML: {exc}") from exc
+
+
+def _kind(value: object) -> str:
+    """A value's kind, for messages: 'a list', 'a mapping', "str 'x'"."""
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    text = repr(value)
+    text = text if len(text) <= 60 else text[:57] + "..."
+    return f"{type(value).__name__} {text}"
+
+
+class _Reader:
+    """One walk over the document, collecting groups, host listings and their order."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.groups: dict[str, _Group] = {"all": _Group("all")}
+        # Insertion order of this dict is the inventory order.
+        self.host_vars: dict[str, dict[str, Any]] = {}
+        self.host_groups: dict[str, list[str]] = {}
+        self.budget = MAX_ENTRIES
+        self.checked: set[int] = set()
+        self.checking: set[int] = set()
+
+    def fail(self, message: str) -> InventoryError:
+        return InventoryError(f"{self.source}: {message}")
+
+    def spend(self) -> None:
+        self.budget -= 1
+        if self.budget < 0:
+            raise self.fail(
+                f"more than {MAX_ENTRIES} group and host entries (YAML aliases repeating "
+                "a group?); refusing to expand further"
+            )
+
+    def read(self, data: Any) -> None:
+        if data is None:
+            raise self.fail("the file is empty; an inventory starts with a group, usually 'all:'")
+        if not isinstance(data, dict) or not data:
+            raise self.fail(
+                f"the top level must be a mapping of group names (usually 'all:'), "
+                f"got {'an empty mapping' if data == {} else _kind(data)}"
+            )
+        for name, body in data.items():
+            self.group(name, body, None if name == "all" else "all", "the top level")
+
+    def group(self, name: Any, body: Any, parent: str | None, where: str) -> None:
+        self.spend()
+        if not isinstance(name, str) or not name or any(c.isspace() for c in name):
+            raise self.fail(
+                f"{where}: group name {name!r} must be a non-empty string without whitespace"
+            )
+        group = self.groups.setdefault(name, _Group(name))
+        if parent is not None:
+            self.link(parent, name)
+        if body is None:
+            return
+        if not isinstance(body, dict):
+            raise self.fail(
+                f"group {name}: must be a mapping with 'hosts', 'vars' and/or 'children', "
+                f"got {_kind(body)}"
+            )
+        for key, value in body.items():
+            if key == "vars":
+                self.group_vars(group, value)
+            elif key == "hosts":
+                self.hosts_of(group, value)
+            elif key == "children":
+                self.children_of(group, value)
+            else:
+                # Ansible only warns here; a misspelt 'hosts' would lose hosts silently.
+                raise self.fail(
+                    f"group {name}: unknown key {key!r}; a group has only 'hosts', 'vars' "
+                    "and 'children'"
+                )
+
+    def link(self, parent: str, child: str) -> None:
+        if child == "all":
+            raise self.fail(f"group {parent}: 'all' contains every group and cannot be a child")
+        if child == parent or child in self.ancestors(parent):
+            raise self.fail(
+                f"group {parent}: child group {child} already contains {parent}; "
+                "a group cannot contain itself"
+            )
+        if child not in self.groups[parent].children:
+            self.groups[parent].children.append(child)
+            self.groups[child].parents.append(parent)
+
+    def ancestors(self, name: str) -> set[str]:
+        seen: set[str] = set()
+        pending = [name]
+        while pending:
+            for parent in self.groups[pending.pop()].parents:
+                if parent not in seen:
+                    seen.add(parent)
+                    pending.append(parent)
+        return seen
+
+    def group_vars(self, group: _Group, value: Any) -> None:
+        if value is None:
+            return
+        for key, item in self.variables(value, f"group {group.name}").items():
+            if key == "ansible_group_priority":
+                group.priority = self.priority(group.name, item)
+            else:
+                group.vars[key] = item
+
+    def priority(self, group: str, value: Any) -> int:
+        if isinstance(value, str) and value.isascii() and value.isdecimal() and len(value) < 10:
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 10**9:
+            raise self.fail(
+                f"group {group}: ansible_group_priority must be a whole number (got {_kind(value)})"
+            )
+        return value
+
+    def hosts_of(self, group: _Group, value: Any) -> None:
+        if value is None:
+            return
+        if isinstance(value, str):
+            value = {value: None}  # Ansible reads a lone string as one host
+        if not isinstance(value, dict):
+            raise self.fail(
+                f"group {group.name}: hosts must be a mapping of host names to their "
+                f"variables (one 'name:' per line), got {_kind(value)}"
+            )
+        for pattern, host_vars in value.items():
+            self.spend()
+            if not isinstance(pattern, str):
+                raise self.fail(f"group {group.name}: host name {pattern!r} must be a string")
+            try:
+                names, port = parse_host_pattern(pattern)
+            except PatternError as exc:
+                raise self.fail(f"group {group.name}: host {pattern!r}: {exc}") from None
+            variables = {} if host_vars is None else self.variables(host_vars, f"host {pattern}")
+            for name in names:
+                self.spend()
+                merged = self.host_vars.setdefault(name, {})
+                if port is not None:
+                    merged["ansible_port"] = port
+                merged.update(variables)
+                groups = self.host_groups.setdefault(name, [])
+                if group.name not in groups:
+                    groups.append(group.name)
+
+    def children_of(self, group: _Group, value: Any) -> None:
+        if value is None:
+            return
+        if isinstance(value, str):
+            value = {value: None}  # as Ansible does for hosts and children
+        if not isinstance(value, dict):
+            raise self.fail(
+                f"group {group.name}: children must be a mapping of group names to groups, "
+                f"got {_kind(value)}"
+            )
+        for child, body in value.items():
+            self.group(child, body, group.name, f"group {group.name}: children")
+
+    def variables(self, value: Any, owner: str) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fail(
+                f"{owner}: variables must be a mapping of names to values, got {_kind(value)}"
+            )
+        for key, item in value.items():
+            if not isinstance(key, str) or not key:
+                raise self.fail(f"{owner}: variable name {key!r} must be a non-empty string")
+            self.refuse_templates(item, owner, key)
+        return value
+
+    def refuse_templates(self, value: Any, owner: str, key: str) -> None:
+        if isinstance(value, str):
+            if not isinstance(value, Unsafe) and any(m in value for m in _TEMPLATE_MARKERS):
+                raise self.fail(
+                    f"{owner}: {key} is a Jinja template ({_kind(value)}); distproc reads "
+                    "values literally and does not template: write the value itself "
+                    "(or tag it !unsafe if the braces are meant literally)"
+                )
+            return
+        if not isinstance(value, dict | list | set):
+            return
+        # Aliases share objects, and may loop back on themselves: check each once.
+        ident = id(value)
+        if ident in self.checked:
+            return
+        if ident in self.checking:
+            raise self.fail(f"{owner}: {key} contains itself through a YAML alias")
+        self.checking.add(ident)
+        items: Iterable[Any] = value.values() if isinstance(value, dict) else value
+        for item in items:
+            self.refuse_templates(item, owner, key)
+        self.checking.discard(ident)
+        self.checked.add(ident)
+
+    def depths(self) -> dict[str, int]:
+        """Each group's longest distance below ``all``, as Ansible counts depth."""
+        depth = {"all": 0}
+        waiting = {name: len(group.parents) for name, group in self.groups.items()}
+        ready = ["all"]
+        while ready:
+            name = ready.pop()
+            for child in self.groups[name].children:
+                depth[child] = max(depth.get(child, 0), depth[name] + 1)
+                waiting[child] -= 1
+                if waiting[child] == 0:
+                    ready.append(child)
+        return depth
+
+    def hosts(self) -> list[RawHost]:
+        depth = self.depths()
+        lineage = {name: self.ancestors(name) | {name} for name in self.groups}
+        result = []
+        for name, own_vars in self.host_vars.items():
+            member_of: set[str] = set()
+            for group in self.host_groups[name]:
+                member_of |= lineage[group]
+            ordered = sorted(
+                member_of | {"all"}, key=lambda g: (depth[g], self.groups[g].priority, g)
+            )
+            merged: dict[str, Any] = {}
+            for group in ordered:
+                merged.update(self.groups[group].vars)
+            merged.update(own_vars)
+            result.append(RawHost(name, tuple(g for g in ordered if g != "all"), merged))
+        return result

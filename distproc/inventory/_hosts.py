@@ -1,0 +1,316 @@
+"""From merged variables to a checked :class:`Host`, and :func:`load_inventory`.
+
+A variable set to null counts as unset everywhere, so a child group can undo a
+parent's value with ``ansible_user: null``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import posixpath
+import shlex
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, NoReturn
+
+from ..errors import InventoryError
+from ._document import RawHost, Unsafe, read_document
+from ._model import (
+    DEFAULT_DOCKER_COMMAND,
+    DEFAULT_PORT,
+    DEFAULT_PYTHON,
+    DEFAULT_WORK_DIR,
+    Connection,
+    GpuMode,
+    Gpus,
+    Host,
+    Inventory,
+)
+
+#: Every ``distproc_*`` variable distproc reads. Any other ``distproc_`` name is
+#: refused as a likely typo, since a misspelt ``distproc_gpus`` would otherwise
+#: run a job without its GPUs.
+KNOWN_DISTPROC_VARIABLES = frozenset(
+    {
+        "distproc_instance_type",
+        "distproc_gpus",
+        "distproc_gpu_mode",
+        "distproc_docker_command",
+        "distproc_docker_host",
+        "distproc_work_dir",
+        "distproc_private_address",
+        "distproc_python",
+        "distproc_known_hosts",
+    }
+)
+
+_CONNECTIONS: Mapping[str, Connection] = {
+    "ssh": "ssh",
+    "paramiko": "ssh",
+    "paramiko_ssh": "ssh",
+    "smart": "ssh",
+    "local": "local",
+    "ansible.builtin.ssh": "ssh",
+    "ansible.builtin.paramiko_ssh": "ssh",
+    "ansible.builtin.local": "local",
+}
+_DOCKER_HOST_SCHEMES = ("unix://", "tcp://", "ssh://", "fd://", "npipe://")
+# Ansible's interpreter discovery; distproc does not discover, it falls back.
+_DISCOVERY = frozenset({"auto", "auto_silent", "auto_legacy", "auto_legacy_silent"})
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
+
+
+def load_inventory(path: str | Path) -> Inventory:
+    """Read an Ansible YAML inventory file into checked, typed hosts.
+
+    Every problem (a missing file, bad YAML, a wrong type, a template) raises
+    :class:`~distproc.errors.InventoryError` naming the file, the host or
+    group, and the variable.
+
+    >>> inventory = load_inventory("inventory/local.yaml")
+    >>> [(h.name, h.connection, h.instance_type) for h in inventory.hosts]
+    [('localhost', 'local', ('ml.m5.xlarge',))]
+    """
+    path = Path(path)
+    source = str(path)
+    try:
+        raw_hosts = read_document(path, source)
+        base_dir = Path(os.path.abspath(path)).parent
+        for folder in ("group_vars", "host_vars"):
+            # Ansible would merge these into the hosts' variables; ignoring them would
+            # quietly connect with different settings than ansible-playbook uses.
+            if (base_dir / folder).is_dir():
+                raise InventoryError(
+                    f"{source}: {base_dir / folder} is beside the inventory, and distproc "
+                    f"does not read {folder}/ folders; move those variables into {path.name}"
+                )
+        memo: dict[int, object] = {}
+        hosts = tuple(_build_host(raw, source, base_dir, memo) for raw in raw_hosts)
+    except RecursionError as exc:
+        # PyYAML recurses once per nesting level; a hostile file can exhaust the stack.
+        raise InventoryError(f"{source}: nested too deeply to read") from exc
+    return Inventory(path=path, hosts=hosts)
+
+
+def _build_host(raw: RawHost, source: str, base_dir: Path, memo: dict[int, object]) -> Host:
+    v = _Variables(raw, source, base_dir)
+    v.refuse_unknown()
+    address = v.address("ansible_host", "ansible_ssh_host") or raw.name
+    connection = v.connection()
+    private = v.address("distproc_private_address")
+    if private is None:
+        # 'localhost' means the coordinator itself, but an --add-host entry needs an IP.
+        local_self = connection == "local" and address.lower() in _LOOPBACK_NAMES
+        private = "127.0.0.1" if local_self else address
+    interpreter = v.text("ansible_python_interpreter")
+    if interpreter in _DISCOVERY:
+        interpreter = None
+    return Host(
+        name=raw.name,
+        address=address,
+        port=v.port(),
+        user=v.text("ansible_user", "ansible_ssh_user"),
+        key_file=v.local_path("ansible_ssh_private_key_file", "ansible_private_key_file"),
+        connection=connection,
+        instance_type=v.instance_types(),
+        gpus=v.gpus(),
+        gpu_mode=v.gpu_mode(),
+        docker_command=v.docker_command(),
+        docker_host=v.docker_host(),
+        work_dir=v.work_dir(),
+        private_address=private,
+        python=interpreter or v.text("distproc_python") or DEFAULT_PYTHON,
+        known_hosts=v.local_path("distproc_known_hosts"),
+        groups=raw.groups,
+        vars=_freeze_mapping(raw.vars, memo),
+    )
+
+
+class _Variables:
+    """Typed reads of one host's merged variables, each failure naming file, host and variable."""
+
+    def __init__(self, raw: RawHost, source: str, base_dir: Path) -> None:
+        self.raw = raw
+        self.source = source
+        self.base_dir = base_dir
+
+    def fail(self, name: str, rule: str, value: object) -> NoReturn:
+        shown = repr(value)
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
+        raise InventoryError(f"{self.source}: host {self.raw.name}: {name} {rule} (got {shown})")
+
+    def get(self, name: str, alias: str | None = None) -> tuple[str, Any]:
+        """The variable's value (None when unset), and which name it came from."""
+        value = self.raw.vars.get(name)
+        if alias is not None:
+            other = self.raw.vars.get(alias)
+            if value is not None and other is not None and other != value:
+                raise InventoryError(
+                    f"{self.source}: host {self.raw.name}: {name} ({value!r}) and its older "
+                    f"name {alias} ({other!r}) disagree; set only {name}"
+                )
+            if value is None and other is not None:
+                return alias, other
+        return name, value
+
+    def refuse_unknown(self) -> None:
+        for name in self.raw.vars:
+            if name.startswith("distproc_") and name not in KNOWN_DISTPROC_VARIABLES:
+                close = difflib.get_close_matches(name, KNOWN_DISTPROC_VARIABLES, n=1)
+                hint = f"; did you mean {close[0]}?" if close else ""
+                raise InventoryError(
+                    f"{self.source}: host {self.raw.name}: {name} is not a variable distproc "
+                    f"knows{hint} (known: {', '.join(sorted(KNOWN_DISTPROC_VARIABLES))})"
+                )
+
+    def text(self, name: str, alias: str | None = None) -> str | None:
+        name, value = self.get(name, alias)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value.strip() or "\x00" in value or "\n" in value:
+            self.fail(name, "must be a non-empty single-line string", value)
+        return str(value)
+
+    def address(self, name: str, alias: str | None = None) -> str | None:
+        value = self.text(name, alias)
+        if value is not None and not _is_word(value):
+            self.fail(name, "must be a host name or IP address, without spaces", value)
+        return value
+
+    def port(self) -> int:
+        name, value = self.get("ansible_port", "ansible_ssh_port")
+        if value is None:
+            return DEFAULT_PORT
+        number = _whole_number(value)
+        if number is None or not 1 <= number <= 65535:
+            self.fail(name, "must be a whole number from 1 to 65535", value)
+        return number
+
+    def connection(self) -> Connection:
+        value = self.get("ansible_connection")[1]
+        if value is None:
+            return "ssh"
+        if not isinstance(value, str) or value not in _CONNECTIONS:
+            self.fail(
+                "ansible_connection",
+                "must be ssh or local (paramiko and smart count as ssh)",
+                value,
+            )
+        return _CONNECTIONS[value]
+
+    def local_path(self, name: str, alias: str | None = None) -> str | None:
+        """A file on this machine: ~ expanded, relative to the inventory's folder."""
+        value = self.text(name, alias)
+        if value is None:
+            return None
+        expanded = os.path.expanduser(value)
+        return os.path.normpath(os.path.join(self.base_dir, expanded))
+
+    def instance_types(self) -> tuple[str, ...]:
+        value = self.get("distproc_instance_type")[1]
+        if value is None:
+            return ()
+        items = [value] if isinstance(value, str) else value
+        rule = "must be an instance type like ml.m5.xlarge, or a list of them"
+        if not isinstance(items, list) or not all(_is_word(item) for item in items):
+            self.fail("distproc_instance_type", rule, value)
+        return tuple(dict.fromkeys(str(item) for item in items))
+
+    def gpus(self) -> Gpus:
+        value = self.get("distproc_gpus")[1]
+        if value is None:
+            return 0
+        if value == "all":
+            return "all"
+        number = _whole_number(value)
+        if number is None:
+            self.fail("distproc_gpus", 'must be a non-negative integer or "all"', value)
+        return number
+
+    def gpu_mode(self) -> GpuMode:
+        value = self.get("distproc_gpu_mode")[1]
+        if value is None:
+            return "gpus"
+        if value == "gpus":
+            return "gpus"
+        if value == "runtime":
+            return "runtime"
+        self.fail(
+            "distproc_gpu_mode",
+            'must be "gpus" (docker --gpus) or "runtime" (docker --runtime nvidia)',
+            value,
+        )
+
+    def docker_command(self) -> tuple[str, ...]:
+        value = self.get("distproc_docker_command")[1]
+        if value is None:
+            return DEFAULT_DOCKER_COMMAND
+        rule = "must be a command: a list of words, or one string split like a shell line"
+        words: object = value
+        if isinstance(value, str):
+            try:
+                words = shlex.split(value)
+            except ValueError as exc:
+                self.fail("distproc_docker_command", f"cannot be split ({exc})", value)
+        if not isinstance(words, list) or not words or not all(_is_text(w) for w in words):
+            self.fail("distproc_docker_command", rule, value)
+        return tuple(str(word) for word in words)
+
+    def docker_host(self) -> str | None:
+        value = self.text("distproc_docker_host")
+        if value is not None and not value.startswith(_DOCKER_HOST_SCHEMES):
+            schemes = ", ".join(_DOCKER_HOST_SCHEMES)
+            self.fail("distproc_docker_host", f"must be a Docker address starting {schemes}", value)
+        return value
+
+    def work_dir(self) -> str:
+        value = self.text("distproc_work_dir")
+        if value is None:
+            return DEFAULT_WORK_DIR
+        normal = posixpath.normpath(value)
+        if not posixpath.isabs(value) or normal in ("/", "//"):
+            self.fail("distproc_work_dir", "must be an absolute path below /", value)
+        return normal
+
+
+def _whole_number(value: object) -> int | None:
+    """A non-negative int from an int or a string of ASCII digits; None otherwise."""
+    if isinstance(value, str) and 0 < len(value) <= 12 and value.isascii() and value.isdecimal():
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
+
+
+def _is_text(value: object) -> bool:
+    return isinstance(value, str) and value != "" and "\x00" not in value
+
+
+def _is_word(value: object) -> bool:
+    return isinstance(value, str) and value != "" and not any(c.isspace() for c in value)
+
+
+def _freeze_mapping(value: Mapping[str, Any], memo: dict[int, object]) -> Mapping[str, object]:
+    return MappingProxyType({key: _freeze(item, memo) for key, item in value.items()})
+
+
+def _freeze(value: object, memo: dict[int, object]) -> object:
+    """A read-only copy: mappings become MappingProxyType, lists tuples, sets frozensets."""
+    if isinstance(value, Unsafe):
+        return str(value)
+    convert: Callable[[Any], object]
+    if isinstance(value, dict):
+        convert = lambda d: MappingProxyType({k: _freeze(i, memo) for k, i in d.items()})  # noqa: E731
+    elif isinstance(value, list):
+        convert = lambda items: tuple(_freeze(i, memo) for i in items)  # noqa: E731
+    elif isinstance(value, set):
+        convert = frozenset
+    else:
+        return value
+    # Aliased values are shared objects; freezing each once keeps alias-heavy files linear.
+    ident = id(value)
+    if ident not in memo:
+        memo[ident] = convert(value)
+    return memo[ident]

@@ -1,0 +1,228 @@
+"""distproc's rules on top of the SageMaker schema.
+
+Where distproc differs from what the pinned model says, the difference lives
+here, in named tables: fields it lets you leave out, fields it needs that the
+model leaves optional, SDK defaults, file:// URIs, LocalPath layout, unique
+names, and the fields it accepts for portability but warns about. Features it
+refuses for now live in ``_unsupported``.
+"""
+
+from __future__ import annotations
+
+import copy
+import posixpath
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from ..errors import Violation
+
+LOCAL_PATH_PREFIX = "/opt/ml/processing/"
+
+# Machines you own need no IAM role, and bring their own disks.
+RELAXED: dict[str, frozenset[str]] = {
+    "CreateProcessingJobRequest": frozenset({"RoleArn"}),
+    "ProcessingClusterConfig": frozenset({"VolumeSizeInGB"}),
+}
+
+# What the SageMaker Python SDK (or, for InstanceCount, the API) fills in when a
+# field is left out. A defaulted field is optional even where the model
+# requires it, and the normalized request carries the default.
+DEFAULTS: dict[str, dict[str, object]] = {
+    "ProcessingClusterConfig": {"InstanceCount": 1},
+    "ProcessingS3Input": {
+        "S3DataType": "S3Prefix",
+        "S3InputMode": "File",
+        "S3DataDistributionType": "FullyReplicated",
+        "S3CompressionType": "None",
+    },
+    "ProcessingS3Output": {"S3UploadMode": "EndOfJob"},
+}
+
+# Optional in the model only because of features distproc refuses
+# (InstancePreferences, DatasetDefinition, FeatureStoreOutput, AppManaged).
+EXTRA_REQUIRED: dict[str, tuple[str, ...]] = {
+    "ProcessingClusterConfig": ("InstanceType",),
+    "ProcessingInput": ("S3Input",),
+    "ProcessingOutput": ("S3Output",),
+    "ProcessingS3Input": ("LocalPath",),
+    "ProcessingS3Output": ("LocalPath",),
+}
+
+# Members the model lists but documents as read-only output of DescribeProcessingJob.
+READ_ONLY: tuple[tuple[str, ...], ...] = (
+    ("ProcessingResources", "ClusterConfig", "SelectedInstanceType"),
+    ("ProcessingResources", "ClusterConfig", "SelectedInstanceCount"),
+)
+
+# Accepted so that a job stays portable to SageMaker, but meaningless on hosts
+# you own: each one present earns a warning, never silence.
+WARNED: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("NetworkConfig", "VpcConfig"), "containers use the hosts' own network"),
+    (("ProcessingOutputConfig", "KmsKeyId"), "distproc does not encrypt outputs with KMS"),
+    (
+        ("ProcessingResources", "ClusterConfig", "VolumeKmsKeyId"),
+        "distproc does not encrypt host volumes with KMS",
+    ),
+)
+
+_PATTERN_RULES = {
+    "ProcessingJobName": "must be letters, digits and hyphens, starting and ending with a letter or digit",
+    "ExperimentEntityName": "must be letters, digits and hyphens, starting and ending with a letter or digit",
+    "ProcessingEnvironmentKey": "must be letters, digits and underscores, not starting with a digit",
+    "S3Uri": "must be a file://, s3:// or https:// URI",
+    "TagKey": "must be letters, digits, spaces and _ . : / = + - @",
+    "TagValue": "must be letters, digits, spaces and _ . : / = + - @",
+}
+
+
+def required_members(structure: str, schema_required: list[str]) -> list[str]:
+    """Members of ``structure`` that distproc requires."""
+    dropped = RELAXED.get(structure, frozenset()) | DEFAULTS.get(structure, {}).keys()
+    extra = [m for m in EXTRA_REQUIRED.get(structure, ()) if m not in schema_required]
+    return [m for m in schema_required if m not in dropped] + extra
+
+
+def skips_pattern(shape: str, value: str) -> bool:
+    """Whether the model's pattern gives way to a distproc rule for this value."""
+    # file:// is distproc's extension of S3Uri; file_uri_problem checks it instead.
+    return shape == "S3Uri" and value[:5].lower() == "file:"
+
+
+def pattern_rule(shape: str, pattern: str) -> str:
+    """How to say that a value does not match a shape's pattern."""
+    return _PATTERN_RULES.get(shape, f"must match the pattern {pattern}")
+
+
+def file_uri_problem(uri: str) -> str | None:
+    """Why ``uri`` is not an acceptable file:// URI, or None if it is."""
+    how = "write file:///absolute/path"
+    if uri[:7].lower() != "file://":
+        return f"a file URI must start with file:// ({how})"
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return f"is not a valid URI ({how})"
+    if parts.netloc.lower() not in ("", "localhost"):
+        return f"file URI host must be empty or localhost, got {parts.netloc!r} ({how})"
+    if parts.query or parts.fragment:
+        return "file URI must not have a query or fragment (escape ? and # as %3F and %23)"
+    path = unquote(parts.path)
+    if not path.startswith("/") or path == "/":
+        return f"file URI must name an absolute path other than / ({how})"
+    if "\x00" in path:
+        return "file URI must not contain a NUL character"
+    return None
+
+
+def _get(doc: object, *keys: str) -> object:
+    for key in keys:
+        if not isinstance(doc, dict) or key not in doc:
+            return None
+        doc = doc[key]
+    return doc
+
+
+def _has(doc: object, *keys: str) -> bool:
+    *parents, last = keys
+    parent = _get(doc, *parents) if parents else doc
+    return isinstance(parent, dict) and last in parent
+
+
+def channels(doc: object) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """Each input and output that is an object: (kind, path, object).
+
+    kind is "input" or "output"; path is e.g. ``ProcessingInputs[1]``.
+    """
+    for kind, keys, prefix in (
+        ("input", ("ProcessingInputs",), "ProcessingInputs"),
+        ("output", ("ProcessingOutputConfig", "Outputs"), "ProcessingOutputConfig.Outputs"),
+    ):
+        items = _get(doc, *keys)
+        if isinstance(items, list):
+            for index, item in enumerate(items):
+                if isinstance(item, dict):
+                    yield kind, f"{prefix}[{index}]", item
+
+
+_STORAGE = {"input": "S3Input", "output": "S3Output"}
+_NAME = {"input": "InputName", "output": "OutputName"}
+
+
+def check(doc: dict[Any, Any]) -> list[Violation]:
+    """Violations of distproc's own rules; safe on any malformed document."""
+    out: list[Violation] = []
+    for keys in READ_ONLY:
+        if _has(doc, *keys):
+            rule = "is read-only (returned by DescribeProcessingJob) and not accepted in a request"
+            out.append(Violation(".".join(keys), rule))
+    seen_names: dict[tuple[str, str], str] = {}
+    local_paths: list[tuple[str, str]] = []
+    for kind, path, channel in channels(doc):
+        name = channel.get(_NAME[kind])
+        if isinstance(name, str):
+            name_path = f"{path}.{_NAME[kind]}"
+            first = seen_names.setdefault((kind, name), name_path)
+            if first != name_path:
+                out.append(Violation(name_path, f"must be unique among {kind}s ({first} has it)"))
+        storage = channel.get(_STORAGE[kind])
+        storage_path = f"{path}.{_STORAGE[kind]}"
+        uri = _get(storage, "S3Uri")
+        if isinstance(uri, str) and skips_pattern("S3Uri", uri):
+            problem = file_uri_problem(uri)
+            if problem:
+                out.append(Violation(f"{storage_path}.S3Uri", problem))
+        local = _get(storage, "LocalPath")
+        if isinstance(local, str):
+            local_path = f"{storage_path}.LocalPath"
+            problems = _local_path_problems(local)
+            out.extend(Violation(local_path, p) for p in problems)
+            if not problems:
+                local_paths.append((local_path, posixpath.normpath(local)))
+    out.extend(_overlaps(local_paths))
+    return out
+
+
+def _local_path_problems(local: str) -> list[str]:
+    problems = []
+    if not local.startswith(LOCAL_PATH_PREFIX):
+        problems.append(f"must begin with {LOCAL_PATH_PREFIX}")
+    if ".." in local.split("/"):
+        problems.append('must not contain ".." segments')
+    return problems
+
+
+def _overlaps(local_paths: list[tuple[str, str]]) -> list[Violation]:
+    # Two channels sharing or nesting folders would see each other's data.
+    out = []
+    for index, (path, folder) in enumerate(local_paths):
+        for other_path, other in local_paths[:index]:
+            if folder == other:
+                out.append(Violation(path, f"is the same folder as {other_path}"))
+            elif folder.startswith(other.rstrip("/") + "/"):
+                out.append(Violation(path, f"is inside the folder of {other_path}"))
+            elif other.startswith(folder.rstrip("/") + "/"):
+                out.append(Violation(path, f"contains the folder of {other_path}"))
+    return out
+
+
+def warnings_for(request: dict[str, Any]) -> tuple[str, ...]:
+    """Warnings for accepted fields that have no effect on distproc."""
+    return tuple(
+        f"{'.'.join(keys)} is accepted for portability but has no effect: {why}"
+        for keys, why in WARNED
+        if _has(request, *keys)
+    )
+
+
+def with_defaults(request: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of a valid request with every SDK default filled in."""
+    filled = copy.deepcopy(request)
+    cluster = filled["ProcessingResources"]["ClusterConfig"]
+    for member, value in DEFAULTS["ProcessingClusterConfig"].items():
+        cluster.setdefault(member, value)
+    for kind, _path, channel in channels(filled):
+        shape = "ProcessingS3Input" if kind == "input" else "ProcessingS3Output"
+        for member, value in DEFAULTS[shape].items():
+            channel[_STORAGE[kind]].setdefault(member, value)
+    return filled

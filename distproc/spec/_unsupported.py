@@ -1,0 +1,141 @@
+"""Features this version of distproc refuses, in one table.
+
+Each row is a valid SageMaker feature that distproc cannot honour yet. A job
+that uses one is refused at validation, naming the field, rather than run
+differently from SageMaker. When a feature is implemented, delete its row
+(and its test); nothing else here needs to change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import Violation
+from ._rules import channels
+
+_VERSION = "in this version of distproc"
+S3_STAGING = f"S3 staging is not supported yet {_VERSION}; use a file:// URI"
+
+Where = str  # "request", "input" (each ProcessingInputs item) or "output" (each Outputs item)
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """One refused feature: the field, when its value is refused, and why."""
+
+    where: Where
+    field: tuple[str, ...]
+    refused: Callable[[object], bool]
+    why: str
+
+
+def _present(value: object) -> bool:
+    return True
+
+
+def _is(expected: object) -> Callable[[object], bool]:
+    # Exact type too: 1 == True in Python, but 1 is not true in JSON.
+    return lambda value: type(value) is type(expected) and value == expected
+
+
+def _remote_uri(value: object) -> bool:
+    return isinstance(value, str) and value[:8].lower().startswith(("s3://", "https://"))
+
+
+REFUSED: tuple[Refusal, ...] = (
+    Refusal("input", ("S3Input", "S3Uri"), _remote_uri, S3_STAGING),
+    Refusal("output", ("S3Output", "S3Uri"), _remote_uri, S3_STAGING),
+    Refusal(
+        "input",
+        ("S3Input", "S3DataType"),
+        _is("ManifestFile"),
+        f"ManifestFile needs S3 staging, which is not supported yet {_VERSION}; use S3Prefix",
+    ),
+    Refusal(
+        "input",
+        ("S3Input", "S3InputMode"),
+        _is("Pipe"),
+        f"Pipe input mode is not supported yet {_VERSION}; use File",
+    ),
+    Refusal(
+        "input",
+        ("S3Input", "S3CompressionType"),
+        _is("Gzip"),
+        f"Gzip compression (a Pipe mode feature) is not supported yet {_VERSION}; use None",
+    ),
+    Refusal(
+        "input",
+        ("DatasetDefinition",),
+        _present,
+        f"DatasetDefinition (Athena or Redshift queries) is not supported {_VERSION}; use S3Input with a file:// URI",
+    ),
+    Refusal(
+        "input",
+        ("AppManaged",),
+        _is(True),
+        f"AppManaged inputs are not supported yet {_VERSION}; leave AppManaged out or false",
+    ),
+    Refusal(
+        "output",
+        ("FeatureStoreOutput",),
+        _present,
+        f"FeatureStoreOutput is not supported {_VERSION}; use S3Output with a file:// URI",
+    ),
+    Refusal(
+        "output",
+        ("S3Output", "S3UploadMode"),
+        _is("Continuous"),
+        f"Continuous upload is not supported yet {_VERSION}; use EndOfJob",
+    ),
+    Refusal(
+        "output",
+        ("AppManaged",),
+        _is(True),
+        f"AppManaged outputs are not supported yet {_VERSION}; leave AppManaged out or false",
+    ),
+    Refusal(
+        "request",
+        ("NetworkConfig", "EnableNetworkIsolation"),
+        _is(True),
+        f"network isolation is not supported {_VERSION}: containers use the host network",
+    ),
+    Refusal(
+        "request",
+        ("NetworkConfig", "EnableInterContainerTrafficEncryption"),
+        _is(True),
+        f"inter-container traffic encryption is not supported {_VERSION}",
+    ),
+    Refusal(
+        "request",
+        ("ProcessingResources", "ClusterConfig", "InstancePreferences"),
+        _present,
+        f"InstancePreferences is not supported yet {_VERSION}; use InstanceType",
+    ),
+)
+
+
+def _lookup(doc: dict[Any, Any], field: tuple[str, ...]) -> tuple[bool, object]:
+    value: object = doc
+    for key in field:
+        if not isinstance(value, dict) or key not in value:
+            return False, None
+        value = value[key]
+    return True, value
+
+
+def check(doc: dict[Any, Any]) -> list[Violation]:
+    """A violation for every refused feature the document uses."""
+    scopes: list[tuple[Where, str, dict[Any, Any]]] = [("request", "", doc)]
+    scopes.extend(channels(doc))
+    out = []
+    for where, prefix, scope in scopes:
+        for refusal in REFUSED:
+            if refusal.where != where:
+                continue
+            found, value = _lookup(scope, refusal.field)
+            if found and refusal.refused(value):
+                path = ".".join((prefix, *refusal.field) if prefix else refusal.field)
+                out.append(Violation(path, refusal.why))
+    return out

@@ -1,0 +1,418 @@
+"""distproc run, end to end, on the namespace cluster: real sshd, real dockerd.
+
+Every test goes through the `distproc` command, as a user would, and ends by
+checking that no container is left on any host.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cluster import Cluster
+
+pytestmark = pytest.mark.cluster
+
+JOBS = Path(__file__).parent / "jobs"
+PY = "distproc-test:py"
+
+
+@dataclass
+class Env:
+    cluster: Cluster
+    home: Path
+    data: Path
+    inventory: Path
+
+    def cli(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "distproc", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, "DISTPROC_HOME": str(self.home)},
+            check=False,
+        )
+
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "distproc", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "DISTPROC_HOME": str(self.home)},
+        )
+
+    def write_job(self, doc: dict[str, Any]) -> Path:
+        path = self.data / f"{doc['ProcessingJobName']}.json"
+        path.write_text(json.dumps(doc))
+        return path
+
+    def run_job(self, doc: dict[str, Any], *extra: str) -> subprocess.CompletedProcess[str]:
+        return self.cli("run", "--inventory", str(self.inventory), *extra, str(self.write_job(doc)))
+
+    def describe(self, name: str) -> dict[str, Any]:
+        out = self.cli("describe", name, "--json")
+        assert out.returncode == 0, out.stderr
+        doc: dict[str, Any] = json.loads(out.stdout)
+        return doc
+
+
+@pytest.fixture
+def env(cluster: Cluster, tmp_path: Path) -> Iterator[Env]:
+    data = tmp_path / "data"
+    data.mkdir()
+    e = Env(cluster, tmp_path / "home", data, cluster.write_inventory(tmp_path / "inventory.yaml"))
+    yield e
+    for host in cluster.hosts:
+        left = cluster.containers(host)
+        assert left == [], f"containers left on {host.name}: {left}"
+
+
+def job_doc(
+    name: str,
+    *,
+    count: int = 3,
+    image: str = PY,
+    entrypoint: list[str] | None = None,
+    arguments: list[str] | None = None,
+    environment: dict[str, str] | None = None,
+    inputs: list[dict[str, Any]] | None = None,
+    outputs: list[dict[str, Any]] | None = None,
+    max_runtime: int | None = None,
+) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "ProcessingJobName": name,
+        "ProcessingResources": {"ClusterConfig": {"InstanceCount": count, "InstanceType": "ml.m5.xlarge"}},
+        "AppSpecification": {"ImageUri": image},
+    }
+    if entrypoint is not None:
+        doc["AppSpecification"]["ContainerEntrypoint"] = entrypoint
+    if arguments is not None:
+        doc["AppSpecification"]["ContainerArguments"] = arguments
+    if environment:
+        doc["Environment"] = environment
+    if inputs:
+        doc["ProcessingInputs"] = inputs
+    if outputs:
+        doc["ProcessingOutputConfig"] = {"Outputs": outputs}
+    if max_runtime:
+        doc["StoppingCondition"] = {"MaxRuntimeInSeconds": max_runtime}
+    return doc
+
+
+def file_input(name: str, source: str, local: str, distribution: str = "FullyReplicated") -> dict[str, Any]:
+    return {
+        "InputName": name,
+        "S3Input": {
+            "S3Uri": f"file://{source}",
+            "LocalPath": local,
+            "S3DataType": "S3Prefix",
+            "S3InputMode": "File",
+            "S3DataDistributionType": distribution,
+        },
+    }
+
+
+def file_output(name: str, dest: str, local: str) -> dict[str, Any]:
+    return {"OutputName": name, "S3Output": {"S3Uri": f"file://{dest}", "LocalPath": local, "S3UploadMode": "EndOfJob"}}
+
+
+def py(code: str) -> list[str]:
+    return ["python3", "-c", code]
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def running_everywhere(cluster: Cluster, job: str) -> Callable[[], bool]:
+    def check() -> bool:
+        return all(
+            f"distproc-{job}-algo-{k}" in cluster.containers(h, all=False) for k, h in enumerate(cluster.hosts, 1)
+        )
+
+    return check
+
+
+TRICKY = {
+    "T_QUOTES": 'it\'s "quoted" `tick`',
+    "T_SUBST": "$(touch /tmp/pwned) ${HOME} ; rm -rf /",
+    "T_NEWLINE": "line one\nline two",
+    "T_UNICODE": "naïve — 日本語 🚀",
+    "T_SPACES": "  padded  ",
+}
+
+
+def test_three_hosts_see_the_contract_from_inside(env: Env) -> None:
+    """Config files, Environment, algo-K names and a TCP rendezvous to algo-1, on 3 real hosts."""
+    code = env.data / "code"
+    code.mkdir()
+    shutil.copy(JOBS / "contract_check.py", code / "check.py")
+    shards = env.data / "shards"
+    shards.mkdir()
+    for i in range(7):
+        (shards / f"part-{i}.csv").write_text(f"{i}\n")
+    out = env.data / "out"
+    doc = job_doc(
+        "contract",
+        entrypoint=["python3", "/opt/ml/processing/input/code/check.py"],
+        arguments=[
+            "/opt/ml/processing/input/shards",
+            "/opt/ml/processing/output/report",
+            "/opt/ml/processing/output/empty",
+        ],
+        environment=TRICKY,
+        inputs=[
+            file_input("code", f"{code}/", "/opt/ml/processing/input/code"),
+            file_input("shards", f"{shards}/part-", "/opt/ml/processing/input/shards", "ShardedByS3Key"),
+        ],
+        outputs=[
+            file_output("report", f"{out}/", "/opt/ml/processing/output/report"),
+            file_output("empty", f"{env.data}/empty/", "/opt/ml/processing/output/empty"),
+        ],
+    )
+    result = env.run_job(doc)
+    assert result.returncode == 0, result.stderr
+    reports = {p.stem: json.loads(p.read_text()) for p in out.glob("algo-*.json")}
+    assert sorted(reports) == ["algo-1", "algo-2", "algo-3"]
+    addresses = {f"algo-{k}": h.address for k, h in enumerate(env.cluster.hosts, 1)}
+    shard_sets = []
+    for algo, report in reports.items():
+        assert report["resource"]["current_host"] == algo
+        assert report["resource"]["hosts"] == ["algo-1", "algo-2", "algo-3"]
+        assert report["hostname"] == algo
+        assert report["resolved"] == addresses
+        assert report["env"] == TRICKY
+        assert all(report["paths_exist"].values()), report["paths_exist"]
+        job = report["job"]
+        assert job["ProcessingJobName"] == "contract"
+        assert job["ProcessingJobArn"].endswith(":processing-job/contract")
+        assert job["AppSpecification"]["ImageUri"] == PY
+        assert "RoleArn" in job and job["RoleArn"] is None
+        assert report["inputs"].count("code/check.py") == 1
+        shard_sets.append({p for p in report["inputs"] if p.startswith("shards/")})
+    assert reports["algo-1"]["rendezvous"] == ["algo-2", "algo-3"]
+    # Sharded by key: disjoint, complete, 3/2/2 by count.
+    assert sorted(len(s) for s in shard_sets) == [2, 2, 3]
+    assert set().union(*shard_sets) == {f"shards/{i}.csv" for i in range(7)}
+    described = env.describe("contract")
+    assert described["ProcessingJobStatus"] == "Completed"
+    assert described["ExitMessage"] == "[algo-1 ok][algo-2 ok][algo-3 ok]"
+    assert [h["ExitCode"] for h in described["Distproc"]["Hosts"]] == [0, 0, 0]
+    assert not (Path("/tmp/pwned")).exists()
+    logs = env.cli("logs", "contract", "--host", "algo-2")
+    assert logs.returncode == 0 and logs.stdout == ""  # check.py prints nothing; the log is that host's alone
+
+
+@pytest.mark.parametrize(
+    ("entrypoint", "arguments", "argv"),
+    [
+        (None, None, ["from-entrypoint", "from-cmd"]),
+        (["/usr/local/bin/probe", "e1"], None, ["e1"]),
+        (None, ["a1", "a 2"], ["from-entrypoint", "a1", "a 2"]),
+        (["/usr/local/bin/probe", "e1"], ["a1"], ["e1", "a1"]),
+    ],
+    ids=["neither", "entrypoint-only", "arguments-only", "both"],
+)
+def test_entrypoint_and_arguments_cases(
+    env: Env, entrypoint: list[str] | None, arguments: list[str] | None, argv: list[str]
+) -> None:
+    """The four entrypoint/argument cases start the container exactly as SageMaker does."""
+    name = "ep-" + ("x" if entrypoint else "o") + ("x" if arguments else "o")
+    result = env.run_job(job_doc(name, count=1, entrypoint=entrypoint, arguments=arguments))
+    assert result.returncode == 0, result.stderr
+    logs = env.cli("logs", name)
+    line = logs.stdout.strip().splitlines()[-1]
+    assert line.startswith("[algo-1] ")
+    assert json.loads(line.removeprefix("[algo-1] "))["argv"] == ["/usr/local/bin/probe", *argv]
+
+
+def test_first_failure_fails_the_job_and_stops_the_others(env: Env) -> None:
+    """algo-2 exits 3: the job is Failed naming algo-2, the others are Stopped, outputs still come back."""
+    out = env.data / "out"
+    code = (
+        "import json,os,time\n"
+        "me=json.load(open('/opt/ml/config/resourceconfig.json'))['current_host']\n"
+        "open('/opt/ml/processing/output/o/'+me,'w').write(me)\n"
+        "if me=='algo-2':\n"
+        "    open('/opt/ml/output/message','w').write('bad input row 7')\n"
+        "    raise SystemExit(3)\n"
+        "time.sleep(120)\n"
+    )
+    doc = job_doc("fails", entrypoint=py(code), outputs=[file_output("o", f"{out}/", "/opt/ml/processing/output/o")])
+    started = time.monotonic()
+    result = env.run_job(doc, "--stop-grace", "5")
+    assert result.returncode == 1, result.stderr
+    assert time.monotonic() - started < 100  # the sleepers were stopped, not waited for
+    described = env.describe("fails")
+    assert described["ProcessingJobStatus"] == "Failed"
+    assert described["FailureReason"].startswith("AlgorithmError: algo-2 (h2) exited with code 3: bad input row 7")
+    statuses = {h["Host"]: h["Status"] for h in described["Distproc"]["Hosts"]}
+    assert statuses == {"algo-1": "Stopped", "algo-2": "Failed", "algo-3": "Stopped"}
+    assert sorted(p.name for p in out.iterdir()) == ["algo-1", "algo-2", "algo-3"]
+
+
+def test_a_host_that_exits_0_early_never_stops_the_others(env: Env) -> None:
+    """algo-1 ends at once with 0; the others finish their work afterwards and the job Completes."""
+    out = env.data / "out"
+    code = (
+        "import json,os,time\n"
+        "me=json.load(open('/opt/ml/config/resourceconfig.json'))['current_host']\n"
+        "if me!='algo-1':\n"
+        "    time.sleep(3)\n"
+        "    open('/opt/ml/processing/output/o/'+me,'w').write('done')\n"
+    )
+    doc = job_doc("early", entrypoint=py(code), outputs=[file_output("o", f"{out}/", "/opt/ml/processing/output/o")])
+    result = env.run_job(doc)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["algo-2", "algo-3"]
+    assert env.describe("early")["ProcessingJobStatus"] == "Completed"
+
+
+def test_exit_message_is_concatenated_and_cut(env: Env) -> None:
+    """Each host's message joins in algo order and the whole is cut to 1024 characters."""
+    code = (
+        "import json\n"
+        "me=json.load(open('/opt/ml/config/resourceconfig.json'))['current_host']\n"
+        "open('/opt/ml/output/message','w').write(me[-1]*600)\n"
+    )
+    assert env.run_job(job_doc("msgs", entrypoint=py(code))).returncode == 0
+    message = env.describe("msgs")["ExitMessage"]
+    assert message == "1" * 600 + "2" * 424
+
+
+def test_a_message_that_is_not_utf8_fails_the_job(env: Env) -> None:
+    """A non-UTF-8 /opt/ml/output/message fails the job with ClientError even though it exited 0."""
+    code = "open('/opt/ml/output/message','wb').write(b'ok \\xff\\xfe')"
+    result = env.run_job(job_doc("badmsg", count=1, entrypoint=py(code)))
+    assert result.returncode == 1
+    reason = env.describe("badmsg")["FailureReason"]
+    assert reason.startswith("ClientError: algo-1 (h1)") and "UTF-8" in reason
+
+
+def test_max_runtime_stops_the_job(env: Env) -> None:
+    """MaxRuntimeInSeconds is enforced on the hosts: the job ends Stopped."""
+    started = time.monotonic()
+    result = env.run_job(
+        job_doc("slow", entrypoint=py("import time; time.sleep(300)"), max_runtime=3), "--stop-grace", "2"
+    )
+    assert result.returncode == 3, result.stderr
+    assert time.monotonic() - started < 60
+    described = env.describe("slow")
+    assert described["ProcessingJobStatus"] == "Stopped"
+    assert "MaxRuntimeInSeconds" in described["Distproc"]["StopReason"]
+    assert {h["Status"] for h in described["Distproc"]["Hosts"]} == {"Stopped"}
+
+
+def test_distproc_stop_from_another_process(env: Env) -> None:
+    """`distproc stop NAME` stops a running job: SIGINT, then SIGKILL after the grace period."""
+    # Ignores SIGINT, so only the SIGKILL after the grace period ends it.
+    code = "import signal,time; signal.signal(signal.SIGINT, signal.SIG_IGN); time.sleep(300)"
+    run = env.start(
+        "run",
+        "--inventory",
+        str(env.inventory),
+        "--stop-grace",
+        "2",
+        str(env.write_job(job_doc("stopme", entrypoint=py(code)))),
+    )
+    try:
+        wait_until(running_everywhere(env.cluster, "stopme"), "containers to run")
+        stop = env.cli("stop", "stopme")
+        assert stop.returncode == 0, stop.stdout + stop.stderr
+        assert run.wait(timeout=60) == 3
+    finally:
+        if run.poll() is None:
+            run.kill()
+    described = env.describe("stopme")
+    assert described["ProcessingJobStatus"] == "Stopped"
+    assert described["Distproc"]["StopReason"] == "stopped by request (distproc stop)"
+    assert [h["ExitCode"] for h in described["Distproc"]["Hosts"]] == [137, 137, 137]
+
+
+def test_ctrl_c_on_run_stops_the_job(env: Env) -> None:
+    """SIGINT to `distproc run` (Ctrl-C) stops every container; the container sees SIGINT first."""
+    code = (
+        "import time\n"
+        "try:\n    time.sleep(300)\n"
+        "except KeyboardInterrupt:\n    print('got SIGINT', flush=True); raise SystemExit(130)\n"
+    )
+    run = env.start("run", "--inventory", str(env.inventory), str(env.write_job(job_doc("ctrlc", entrypoint=py(code)))))
+    try:
+        wait_until(running_everywhere(env.cluster, "ctrlc"), "containers to run")
+        run.send_signal(signal.SIGINT)
+        stdout, stderr = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 3, stderr
+    assert stdout.count("got SIGINT") == 3
+    described = env.describe("ctrlc")
+    assert described["ProcessingJobStatus"] == "Stopped"
+    assert described["Distproc"]["StopReason"] == "interrupted (Ctrl-C)"
+    assert [h["ExitCode"] for h in described["Distproc"]["Hosts"]] == [130, 130, 130]
+
+
+def test_job_name_in_use_is_refused(env: Env) -> None:
+    """A second job with the same name is refused as invalid input, before anything runs."""
+    doc = job_doc("twice", count=1, entrypoint=["true"])
+    assert env.run_job(doc).returncode == 0
+    again = env.run_job(doc)
+    assert again.returncode == 2
+    assert "already exists" in again.stderr and "Traceback" not in again.stderr
+
+
+def test_unknown_host_key_fails_before_anything_is_sent(env: Env, tmp_path: Path) -> None:
+    """A host whose key is not in known_hosts is refused with a message saying how to fix it."""
+    empty = tmp_path / "empty_known_hosts"
+    empty.write_text("")
+    inventory = env.cluster.write_inventory(
+        tmp_path / "strict.yaml", hosts=["h1"], extra_host_vars={"h1": {"distproc_known_hosts": str(empty)}}
+    )
+    work = env.cluster.hosts[0].work_dir
+    before = set(os.listdir(work)) if work.exists() else set()
+    result = env.cli(
+        "run", "--inventory", str(inventory), str(env.write_job(job_doc("hostkey", count=1, entrypoint=["true"])))
+    )
+    assert result.returncode == 1
+    reason = env.describe("hostkey")["FailureReason"]
+    assert "not trusted" in reason and "ssh-keyscan" in reason
+    assert "Traceback" not in result.stderr
+    after = set(os.listdir(work)) if work.exists() else set()
+    assert after == before
+
+
+def test_local_connection_runs_without_ssh(env: Env, tmp_path: Path) -> None:
+    """`ansible_connection: local` runs a job on this machine's Docker, no SSH involved."""
+    inventory = env.cluster.write_inventory(tmp_path / "local.yaml", local=True)
+    src = env.data / "in"
+    src.mkdir()
+    (src / "a.txt").write_text("hello")
+    out = env.data / "out"
+    doc = job_doc(
+        "local",
+        count=1,
+        entrypoint=["sh", "-c", "cat /opt/ml/processing/input/a.txt > /opt/ml/processing/output/copy.txt"],
+        inputs=[file_input("in", f"{src}/", "/opt/ml/processing/input")],
+        outputs=[file_output("out", f"{out}/", "/opt/ml/processing/output")],
+    )
+    result = env.cli("run", "--inventory", str(inventory), str(env.write_job(doc)))
+    assert result.returncode == 0, result.stderr
+    assert (out / "copy.txt").read_text() == "hello"
+    assert env.cluster.containers("local") == []
