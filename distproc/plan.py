@@ -109,9 +109,10 @@ def resource_config(plan: JobPlan, assignment: HostAssignment) -> dict[str, Any]
     return {
         "current_host": assignment.algo,
         "hosts": list(plan.algos),
-        # Read by the SageMaker training toolkit; harmless elsewhere.
+        # Read by the SageMaker training toolkit; harmless elsewhere. The agent
+        # fills in the interface, since only the host knows its names.
         "current_instance_type": plan.job.cluster.instance_type,
-        "network_interface_name": "eth0",
+        "network_interface_name": None,
     }
 
 

@@ -172,16 +172,18 @@ class Store:
             )
         (self.home / "logs" / name).mkdir(parents=True, exist_ok=True, mode=0o700)
 
-    def update_job(self, name: str, **fields: Any) -> None:
-        unknown = set(fields) - _JOB_FIELDS
+    def _update(self, table: str, allowed: set[str], where: dict[str, Any], fields: dict[str, Any]) -> None:
+        unknown = set(fields) - allowed
         if unknown:
-            raise ValueError(f"unknown job fields {unknown}")
+            raise ValueError(f"unknown {table} fields {unknown}")
         sets = ", ".join(f"{k} = ?" for k in fields)
+        cond = " AND ".join(f"{k} = ?" for k in where)
         with self._tx() as db:
-            db.execute(
-                f"UPDATE jobs SET {sets}, last_modified = ? WHERE name = ?",  # noqa: S608 - fixed names
-                (*fields.values(), time.time(), name),
-            )
+            # Column names come from the fixed sets above, never from input.
+            db.execute(f"UPDATE {table} SET {sets} WHERE {cond}", (*fields.values(), *where.values()))  # noqa: S608
+
+    def update_job(self, name: str, **fields: Any) -> None:
+        self._update("jobs", _JOB_FIELDS | {"last_modified"}, {"name": name}, {**fields, "last_modified": time.time()})
 
     def add_host(self, job: str, algo: str, host: str, endpoint: Mapping[str, Any], job_dir: str) -> None:
         with self._tx() as db:
@@ -191,15 +193,7 @@ class Store:
             )
 
     def update_host(self, job: str, algo: str, **fields: Any) -> None:
-        unknown = set(fields) - _HOST_FIELDS
-        if unknown:
-            raise ValueError(f"unknown host fields {unknown}")
-        sets = ", ".join(f"{k} = ?" for k in fields)
-        with self._tx() as db:
-            db.execute(
-                f"UPDATE hosts SET {sets} WHERE job = ? AND algo = ?",  # noqa: S608 - fixed names
-                (*fields.values(), job, algo),
-            )
+        self._update("hosts", _HOST_FIELDS, {"job": job, "algo": algo}, fields)
 
     def add_event(
         self, job: str, algo: str | None, kind: str, data: Mapping[str, Any], at: float | None = None

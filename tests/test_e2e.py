@@ -194,6 +194,10 @@ def test_three_hosts_see_the_contract_from_inside(env: Env) -> None:
     addresses = {f"algo-{k}": h.address for k, h in enumerate(env.cluster.hosts, 1)}
     shard_sets = []
     for algo, report in reports.items():
+        host = env.cluster.hosts[int(algo[5:]) - 1]
+        ip_out = env.cluster.run_in(host, "ip", "-o", "-4", "addr", "show").stdout
+        nic = next(line.split()[1] for line in ip_out.splitlines() if f" {host.address}/" in line)
+        assert report["resource"]["network_interface_name"] == nic
         assert report["resource"]["current_host"] == algo
         assert report["resource"]["hosts"] == ["algo-1", "algo-2", "algo-3"]
         assert report["hostname"] == algo
@@ -354,15 +358,24 @@ def test_ctrl_c_on_run_stops_the_job(env: Env) -> None:
         "except KeyboardInterrupt:\n    print('got SIGINT', flush=True); raise SystemExit(130)\n"
     )
     run = env.start("run", "--inventory", str(env.inventory), str(env.write_job(job_doc("ctrlc", entrypoint=py(code)))))
+    follower: subprocess.Popen[str] | None = None
     try:
         wait_until(running_everywhere(env.cluster, "ctrlc"), "containers to run")
+        # `logs --follow` from another process, while the job runs, until it ends.
+        follower = env.start("logs", "ctrlc", "--follow")
         run.send_signal(signal.SIGINT)
         stdout, stderr = run.communicate(timeout=60)
+        followed, _ = follower.communicate(timeout=30)
     finally:
-        if run.poll() is None:
-            run.kill()
+        for proc in (run, follower):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
     assert run.returncode == 3, stderr
     assert stdout.count("got SIGINT") == 3
+    assert follower.returncode == 0
+    assert sorted(line for line in followed.splitlines() if "got SIGINT" in line) == [
+        f"[algo-{k}] got SIGINT" for k in (1, 2, 3)
+    ]
     described = env.describe("ctrlc")
     assert described["ProcessingJobStatus"] == "Stopped"
     assert described["Distproc"]["StopReason"] == "interrupted (Ctrl-C)"
@@ -416,3 +429,11 @@ def test_local_connection_runs_without_ssh(env: Env, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert (out / "copy.txt").read_text() == "hello"
     assert env.cluster.containers("local") == []
+
+
+def test_an_image_that_cannot_be_pulled_fails_with_client_error(env: Env) -> None:
+    """A host without the image pulls it; when the pull fails the job is Failed, ClientError, naming the image."""
+    result = env.run_job(job_doc("noimage", count=1, image="distproc-test:absent"))
+    assert result.returncode == 1, result.stderr
+    reason = env.describe("noimage")["FailureReason"]
+    assert reason.startswith("ClientError: algo-1 (h1): cannot pull image distproc-test:absent")

@@ -14,7 +14,7 @@ import shutil
 import sys
 from typing import Any, Dict, List, Optional
 
-from . import files, follow, runner
+from . import files, follow, netif, runner
 from .container import Docker
 from .task import JobDir, TaskError, parse_task
 
@@ -53,7 +53,11 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     files.write_atomic(jobdir.task, raw, 0o600)
     config = jobdir.host_path("/opt/ml/config")
     os.makedirs(config)
-    files.write_json_atomic(os.path.join(config, "resourceconfig.json"), task.resource_config)
+    resource_config = dict(task.resource_config)
+    if resource_config.get("network_interface_name", "") is None:
+        own = dict(task.add_hosts).get(task.algo, "")
+        resource_config["network_interface_name"] = netif.interface_for(own) or "eth0"
+    files.write_json_atomic(os.path.join(config, "resourceconfig.json"), resource_config)
     files.write_json_atomic(os.path.join(config, "processingjobconfig.json"), task.processing_job_config)
     os.makedirs(jobdir.host_path("/opt/ml/output"), exist_ok=True)
     for path in task.local_paths:

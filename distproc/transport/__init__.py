@@ -68,16 +68,8 @@ __all__ = [
 
 def transport_for(host: Host | Endpoint, *, connect_timeout: float = 15.0) -> Transport:
     """The transport an inventory host asks for (`ansible_connection`)."""
-    if host.connection == "local":
-        return LocalTransport(host.name)
-    return SSHTransport(
-        SSHTarget(
-            name=host.name,
-            address=host.address,
-            port=host.port,
-            user=host.user,
-            key_file=host.key_file,
-            known_hosts=host.known_hosts,
-            connect_timeout=connect_timeout,
-        )
-    )
+    e = host if isinstance(host, Endpoint) else Endpoint.from_host(host)
+    if e.connection == "local":
+        return LocalTransport(e.name)
+    target = SSHTarget(e.name, e.address, e.port, e.user, e.key_file, e.known_hosts, connect_timeout)
+    return SSHTransport(target)
