@@ -16,12 +16,23 @@ from distproc.agent.task import JobDir, TaskError, env_lines, parse_task
 
 def task_doc(**over: Any) -> dict[str, Any]:
     doc: dict[str, Any] = {
-        "version": 1, "job_name": "j1", "algo": "algo-2", "hosts": ["algo-1", "algo-2"],
-        "add_hosts": [["algo-1", "10.0.0.1"], ["algo-2", "10.0.0.2"]], "image": "img:1",
-        "entrypoint": None, "arguments": None, "environment": [["A", "1"]],
-        "resource_config": {}, "processing_job_config": {}, "local_paths": ["/opt/ml/processing/in"],
-        "docker": {"command": ["docker"], "host": None}, "gpus": 0, "gpu_mode": "gpus",
-        "max_runtime_seconds": None, "stop_grace_seconds": 5,
+        "version": 1,
+        "job_name": "j1",
+        "algo": "algo-2",
+        "hosts": ["algo-1", "algo-2"],
+        "add_hosts": [["algo-1", "10.0.0.1"], ["algo-2", "10.0.0.2"]],
+        "image": "img:1",
+        "entrypoint": None,
+        "arguments": None,
+        "environment": [["A", "1"]],
+        "resource_config": {},
+        "processing_job_config": {},
+        "local_paths": ["/opt/ml/processing/in"],
+        "docker": {"command": ["docker"], "host": None},
+        "gpus": 0,
+        "gpu_mode": "gpus",
+        "max_runtime_seconds": None,
+        "stop_grace_seconds": 5,
     }
     doc.update(over)
     return doc
@@ -104,7 +115,7 @@ def test_message_is_cut_to_1024_chars_and_checked_whole(tmp_path: Path) -> None:
     path.write_text("é" * 3000, encoding="utf-8")
     text, valid = read_message(str(path))
     assert valid and text == "é" * 1024
-    path.write_bytes("ok".encode() * 1000 + b"\xff")
+    path.write_bytes(b"ok" * 1000 + b"\xff")
     assert read_message(str(path)) == (None, False)
     assert read_message(str(tmp_path / "missing")) == (None, True)
 

@@ -18,11 +18,13 @@ def test_all_zero_is_completed() -> None:
 
 def test_first_failure_in_time_names_the_job_failure() -> None:
     """The host that failed first is named, with its exit code, as an AlgorithmError."""
-    out = aggregate([
-        host("algo-1", "Failed", 2, ended=5.0),
-        host("algo-2", "Failed", 7, ended=3.0),
-        host("algo-3", "Stopped", 130, ended=6.0, stopped_by_distproc=True),
-    ])
+    out = aggregate(
+        [
+            host("algo-1", "Failed", 2, ended=5.0),
+            host("algo-2", "Failed", 7, ended=3.0),
+            host("algo-3", "Stopped", 130, ended=6.0, stopped_by_distproc=True),
+        ]
+    )
     assert out.status is JobStatus.FAILED
     assert out.failure_reason is not None
     assert out.failure_reason.startswith("AlgorithmError: algo-2 (h2) exited with code 7")
