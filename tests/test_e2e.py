@@ -62,6 +62,14 @@ class Env:
     def run_job(self, doc: dict[str, Any], *extra: str) -> subprocess.CompletedProcess[str]:
         return self.cli("run", "--inventory", str(self.inventory), *extra, str(self.write_job(doc)))
 
+    def script(self, name: str, code: str) -> tuple[list[str], dict[str, Any]]:
+        """Ship code as a file:// input (SageMaker's entrypoint items cannot hold newlines)."""
+        folder = self.data / f"code-{name}"
+        folder.mkdir()
+        (folder / "main.py").write_text(code)
+        local = "/opt/ml/processing/input/code"
+        return ["python3", f"{local}/main.py"], file_input("code", f"{folder}/", local)
+
     def describe(self, name: str) -> dict[str, Any]:
         out = self.cli("describe", name, "--json")
         assert out.returncode == 0, out.stderr
@@ -133,9 +141,14 @@ def py(code: str) -> list[str]:
     return ["python3", "-c", code]
 
 
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
+def wait_until(
+    condition: Callable[[], bool], what: str, timeout: float = 60, process: subprocess.Popen[str] | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
+        if process is not None and process.poll() is not None:
+            out, err = process.communicate()
+            raise AssertionError(f"{process.args} ended (exit {process.returncode}) before {what}:\n{out}\n{err}")
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.1)
@@ -259,7 +272,13 @@ def test_first_failure_fails_the_job_and_stops_the_others(env: Env) -> None:
         "    raise SystemExit(3)\n"
         "time.sleep(120)\n"
     )
-    doc = job_doc("fails", entrypoint=py(code), outputs=[file_output("o", f"{out}/", "/opt/ml/processing/output/o")])
+    entrypoint, code_input = env.script("fails", code)
+    doc = job_doc(
+        "fails",
+        entrypoint=entrypoint,
+        inputs=[code_input],
+        outputs=[file_output("o", f"{out}/", "/opt/ml/processing/output/o")],
+    )
     started = time.monotonic()
     result = env.run_job(doc, "--stop-grace", "5")
     assert result.returncode == 1, result.stderr
@@ -282,7 +301,13 @@ def test_a_host_that_exits_0_early_never_stops_the_others(env: Env) -> None:
         "    time.sleep(3)\n"
         "    open('/opt/ml/processing/output/o/'+me,'w').write('done')\n"
     )
-    doc = job_doc("early", entrypoint=py(code), outputs=[file_output("o", f"{out}/", "/opt/ml/processing/output/o")])
+    entrypoint, code_input = env.script("early", code)
+    doc = job_doc(
+        "early",
+        entrypoint=entrypoint,
+        inputs=[code_input],
+        outputs=[file_output("o", f"{out}/", "/opt/ml/processing/output/o")],
+    )
     result = env.run_job(doc)
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in out.iterdir()) == ["algo-2", "algo-3"]
@@ -296,7 +321,8 @@ def test_exit_message_is_concatenated_and_cut(env: Env) -> None:
         "me=json.load(open('/opt/ml/config/resourceconfig.json'))['current_host']\n"
         "open('/opt/ml/output/message','w').write(me[-1]*600)\n"
     )
-    assert env.run_job(job_doc("msgs", entrypoint=py(code))).returncode == 0
+    entrypoint, code_input = env.script("msgs", code)
+    assert env.run_job(job_doc("msgs", entrypoint=entrypoint, inputs=[code_input])).returncode == 0
     message = env.describe("msgs")["ExitMessage"]
     assert message == "1" * 600 + "2" * 424
 
@@ -337,13 +363,15 @@ def test_distproc_stop_from_another_process(env: Env) -> None:
         str(env.write_job(job_doc("stopme", entrypoint=py(code)))),
     )
     try:
-        wait_until(running_everywhere(env.cluster, "stopme"), "containers to run")
+        wait_until(running_everywhere(env.cluster, "stopme"), "containers to run", process=run)
         stop = env.cli("stop", "stopme")
         assert stop.returncode == 0, stop.stdout + stop.stderr
-        assert run.wait(timeout=60) == 3
+        run.communicate(timeout=60)
+        assert run.returncode == 3
     finally:
         if run.poll() is None:
             run.kill()
+            run.communicate()
     described = env.describe("stopme")
     assert described["ProcessingJobStatus"] == "Stopped"
     assert described["Distproc"]["StopReason"] == "stopped by request (distproc stop)"
@@ -357,10 +385,12 @@ def test_ctrl_c_on_run_stops_the_job(env: Env) -> None:
         "try:\n    time.sleep(300)\n"
         "except KeyboardInterrupt:\n    print('got SIGINT', flush=True); raise SystemExit(130)\n"
     )
-    run = env.start("run", "--inventory", str(env.inventory), str(env.write_job(job_doc("ctrlc", entrypoint=py(code)))))
+    entrypoint, code_input = env.script("ctrlc", code)
+    job = env.write_job(job_doc("ctrlc", entrypoint=entrypoint, inputs=[code_input]))
+    run = env.start("run", "--inventory", str(env.inventory), str(job))
     follower: subprocess.Popen[str] | None = None
     try:
-        wait_until(running_everywhere(env.cluster, "ctrlc"), "containers to run")
+        wait_until(running_everywhere(env.cluster, "ctrlc"), "containers to run", process=run)
         # `logs --follow` from another process, while the job runs, until it ends.
         follower = env.start("logs", "ctrlc", "--follow")
         run.send_signal(signal.SIGINT)
@@ -370,6 +400,7 @@ def test_ctrl_c_on_run_stops_the_job(env: Env) -> None:
         for proc in (run, follower):
             if proc is not None and proc.poll() is None:
                 proc.kill()
+                proc.communicate()
     assert run.returncode == 3, stderr
     assert stdout.count("got SIGINT") == 3
     assert follower.returncode == 0
