@@ -35,8 +35,11 @@ if ! docker image inspect distproc-demo:busybox >/dev/null 2>&1; then
   root=$(mktemp -d)
   mkdir -p "$root/bin"
   cp "$(command -v busybox)" "$root/bin/busybox"
-  for applet in $(busybox --list); do ln -sf busybox "$root/bin/$applet"; done
-  tar -C "$root" -c . | docker import --change 'CMD ["sh"]' - distproc-demo:busybox >/dev/null
+  for applet in $(busybox --list); do
+    [ "$applet" = busybox ] || ln -sf busybox "$root/bin/$applet"
+  done
+  # An imported image has no environment of its own: give it a PATH.
+  tar -C "$root" -c . | docker import --change 'ENV PATH=/bin' --change 'CMD ["sh"]' - distproc-demo:busybox >/dev/null
   rm -rf "$root"
 fi
 

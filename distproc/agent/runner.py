@@ -210,7 +210,7 @@ def _run_container(
         unreachable = "Cannot connect to the Docker daemon" in err
         result.update(
             error_class="InternalServerError" if unreachable else "ClientError",
-            error="container could not start: {}".format(err.strip()[-600:]),
+            error="container could not start: {}".format(_docker_error_text(err)),
         )
         events.emit("container_failed_to_start", status=status)
         return
@@ -257,6 +257,12 @@ def _run_container(
         follower.kill()
         follower.wait()
     events.emit("container_exited", exit_code=code)
+
+
+def _docker_error_text(stderr: str) -> str:
+    """Docker's own words, without its advice to read `docker run --help`."""
+    lines = [line for line in stderr.strip().splitlines() if line.strip() and "docker run --help" not in line]
+    return " ".join(lines)[-600:]
 
 
 def _with_resolved_hosts(task: HostTask) -> HostTask:
