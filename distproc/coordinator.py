@@ -37,6 +37,8 @@ log = structlog.get_logger("distproc")
 
 # How long a host may stay unreachable while it runs before it counts as lost.
 RECONNECT_WINDOW_SECONDS = 60.0
+# How often the job store is read for a stop asked by `distproc stop` elsewhere.
+STORE_POLL_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +91,18 @@ class JobRunner:
             self.store.update_job(self.job.name, status=JobStatus.STOPPING.value, stop_requested=reason)
         self._stop_event.set()
 
+    async def _poll_store_for_stop(self) -> None:
+        """`distproc stop` in another process flags the store; take it up here too.
+
+        The stop command also signals the agents itself, but hosts not yet
+        launched have no agent to signal: this keeps them from starting.
+        """
+        while self._stop_reason is None:
+            await asyncio.sleep(STORE_POLL_SECONDS)
+            requested = self.store.get_job(self.job.name).stop_requested
+            if requested and self._stop_reason is None:
+                self.request_stop(requested)
+
     async def _stop_hosts(self, reason: str, exclude: str | None = None) -> None:
         targets = [s for s in self._states if s.launched and s.outcome is None and s.assignment.algo != exclude]
         results = await asyncio.gather(*(s.session.stop(reason) for s in targets), return_exceptions=True)
@@ -124,9 +138,13 @@ class JobRunner:
                 self.options.console,
             )
             self.store.update_job(self.job.name, start_time=time.time())
-            await self._prepare_all(plan)
-            if all(s.prepared for s in self._states) and self._stop_reason is None:
-                await self._launch_and_watch(sink)
+            poller = asyncio.ensure_future(self._poll_store_for_stop())
+            try:
+                await self._prepare_all(plan)
+                if all(s.prepared for s in self._states) and self._stop_reason is None:
+                    await self._launch_and_watch(sink)
+            finally:
+                poller.cancel()
             await self._collect_outputs()
             await self._cleanup_all()
             return self._finish()

@@ -307,6 +307,9 @@ def request_stop(jobdir: JobDir, reason: str) -> Dict[str, Any]:
     """Ask the run to stop (SIGINT, grace, SIGKILL); works if the run is gone too."""
     if os.path.exists(jobdir.result):
         return {"state": "finished"}
+    if not os.path.isdir(jobdir.root):
+        # Not prepared yet: the coordinator sees the stop in the job store.
+        return {"state": "not-started"}
     write_json_atomic(jobdir.stop_request, {"reason": reason, "time": now()}, 0o600)
     pid = agent_pid(jobdir)
     if pid is not None and pid_alive(pid):
