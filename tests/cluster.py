@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import functools
 import hashlib
 import io
 import json
@@ -616,6 +617,10 @@ def _proc_state(pid: int) -> str | None:
     return data[data.rfind(")") + 2 :].split(" ", 1)[0]
 
 
+def _none_alive(pids: Iterable[int]) -> bool:
+    return not any(_alive(p) for p in pids)
+
+
 def _alive(pid: int) -> bool:
     state = _proc_state(pid)
     return state is not None and state not in {"Z", "X"}
@@ -942,7 +947,7 @@ def _kill_everything(cfg: ClusterConfig, netns: Sequence[str], daemons: Sequence
             break
         _signal(pids, signal.SIGKILL)
         with contextlib.suppress(ClusterError):
-            _wait_for("processes to die", lambda ps=pids: not any(_alive(p) for p in ps), timeout=10)
+            _wait_for("processes to die", functools.partial(_none_alive, pids), timeout=10)
     _reap()
     pids = leftovers()
     if pids:
@@ -1910,7 +1915,7 @@ def status(cfg: ClusterConfig) -> dict[str, Any]:
         "daemons": {},
     }
     for d in _known_daemons(cfg):
-        entry = {
+        entry: dict[str, Any] = {
             "dockerd": _pid_from_file(d.dockerd_pid, str(d.dockerd_pid)),
             "containerd": _pid_from_file(d.containerd_pid, str(d.containerd_config)),
             "docker_ping": _docker_ping(d.docker_sock),
