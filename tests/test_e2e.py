@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from distproc.bundle import agent_bundle
 from tests.cluster import Cluster
 
 pytestmark = pytest.mark.cluster
@@ -233,6 +234,14 @@ def test_three_hosts_see_the_contract_from_inside(env: Env) -> None:
     assert described["ExitMessage"] == "[algo-1 ok][algo-2 ok][algo-3 ok]"
     assert [h["ExitCode"] for h in described["Distproc"]["Hosts"]] == [0, 0, 0]
     assert not (Path("/tmp/pwned")).exists()
+    for k, host in enumerate(env.cluster.hosts, 1):
+        job_dir = host.work_dir / "jobs" / "contract" / f"algo-{k}"
+        # The record stays; the Environment (task, env file) and the data do not.
+        assert (job_dir / "result.json").is_file()
+        assert not (job_dir / "task.json").exists() and not (job_dir / "container.env").exists()
+        assert not (job_dir / "ml").exists()
+    listed = json.loads(env.cli("list", "--json").stdout)["ProcessingJobSummaries"]
+    assert [(j["ProcessingJobName"], j["ProcessingJobStatus"]) for j in listed] == [("contract", "Completed")]
     logs = env.cli("logs", "contract", "--host", "algo-2")
     assert logs.returncode == 0 and logs.stdout == ""  # check.py prints nothing; the log is that host's alone
 
@@ -417,6 +426,13 @@ def test_job_name_in_use_is_refused(env: Env) -> None:
     """A second job with the same name is refused as invalid input, before anything runs."""
     doc = job_doc("twice", count=1, entrypoint=["true"])
     assert env.run_job(doc).returncode == 0
+    agent = Path(agent_bundle().remote_path(str(env.cluster.hosts[0].work_dir)))
+    first = agent.stat()
+    assert env.run_job({**doc, "ProcessingJobName": "twice-b"}).returncode == 0
+    # The agent is cached by content hash: the second job did not send it again.
+    second = agent.stat()
+    assert (second.st_ino, second.st_mtime_ns) == (first.st_ino, first.st_mtime_ns)
+    assert second.st_mode & 0o022 == 0  # not writable by others
     again = env.run_job(doc)
     assert again.returncode == 2
     assert "already exists" in again.stderr and "Traceback" not in again.stderr
