@@ -1,12 +1,12 @@
 """distproc: SageMaker-Processing-style container jobs on machines you own.
 
-    >>> from distproc import load_job, load_inventory, select_hosts, JobRunner, Store
-    >>> job = load_job("job.json")
-    >>> hosts = select_hosts(load_inventory("inventory/local.yaml"),
-    ...                      job.cluster.instance_type, job.cluster.instance_count)
-    >>> outcome = asyncio.run(JobRunner(job, hosts, Store()).run())
-    >>> outcome.status
-    <JobStatus.COMPLETED: 'Completed'>
+>>> from distproc import load_job, load_inventory, select_hosts, JobRunner, Store
+>>> job = load_job("job.json")
+>>> hosts = select_hosts(load_inventory("inventory/local.yaml"),
+...                      job.cluster.instance_type, job.cluster.instance_count)
+>>> outcome = asyncio.run(JobRunner(job, hosts, Store()).run())
+>>> outcome.status
+<JobStatus.COMPLETED: 'Completed'>
 """
 
 from .coordinator import JobRunner, RunOptions

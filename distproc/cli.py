@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .errors import DistprocError, InventoryError, JobExistsError, JobNotFoundError, SpecError
+from .errors import DistprocError, InventoryError, JobExistsError, JobNotFoundError, SpecError, Violation
 from .logconfig import configure
 
 EXIT_COMPLETED = 0
@@ -59,6 +59,22 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--fan-out", type=int, default=64, metavar="N", help="hosts prepared at once (default 64)")
     run.add_argument(
         "--quiet", action="store_true", help="do not print container output (it is still kept in the logs)"
+    )
+    run.add_argument(
+        "--aws-credentials",
+        choices=("host", "forward"),
+        default="host",
+        help="S3 credentials: each host's own chain (default), or the coordinator's forwarded to the hosts",
+    )
+    run.add_argument(
+        "--assume-role",
+        action="store_true",
+        help="with --aws-credentials forward: forward short-lived credentials of the job's RoleArn (STS AssumeRole)",
+    )
+    run.add_argument(
+        "--s3-endpoint-url",
+        metavar="URL",
+        help="S3-compatible endpoint for listing, and for hosts whose inventory names none",
     )
     run.set_defaults(func=cmd_run)
 
@@ -151,6 +167,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .coordinator import JobRunner, RunOptions
 
     job, hosts = _load(args)
+    if args.assume_role and args.aws_credentials != "forward":
+        print("distproc: --assume-role needs --aws-credentials forward", file=sys.stderr)
+        return EXIT_INVALID
+    if args.assume_role and job.role_arn is None:
+        raise SpecError([Violation("RoleArn", "required by --assume-role (the role whose credentials are forwarded)")])
     store = _store(args)
     for warning in job.warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -158,6 +179,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         stop_grace_seconds=args.stop_grace,
         fan_out=max(1, args.fan_out),
         console=None if args.quiet else sys.stdout,
+        aws_credentials=args.aws_credentials,
+        assume_role=args.assume_role,
+        s3_endpoint_url=args.s3_endpoint_url,
     )
     runner = JobRunner(job, hosts, store, str(args.inventory), options)
 

@@ -17,21 +17,26 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import structlog
 
 from .bundle import agent_bundle
 from .console import OutputSink
+from .depsbundle import deps_bundle
 from .errors import ConnectionError_, DistprocError, StagingError
 from .hostsession import FollowPosition, HostSession
 from .inventory import Host
 from .outcome import FailureClass, HostOutcome, JobOutcome, JobStatus, aggregate
 from .plan import DEFAULT_STOP_GRACE_SECONDS, HostAssignment, JobPlan, SourceFile, build_plan, host_task
 from .spec import ProcessingJob, job_arn
+from .staging import is_s3_uri
 from .staging.local_files import file_uri_path, list_prefix
 from .store import Store
 from .transport import Endpoint, transport_for
+
+if TYPE_CHECKING:
+    from .staging.s3 import S3Settings
 
 log = structlog.get_logger("distproc")
 
@@ -47,6 +52,13 @@ class RunOptions:
     fan_out: int = 64
     connect_timeout: float = 15.0
     console: IO[str] | None = None
+    #: "host": each host uses its own AWS credential chain; "forward": the
+    #: coordinator's credentials (STS AssumeRole of the job's RoleArn with
+    #: assume_role) travel to the hosts inside the 0600 task document.
+    aws_credentials: str = "host"
+    assume_role: bool = False
+    #: The S3 endpoint for listing, and for hosts that name none of their own.
+    s3_endpoint_url: str | None = None
 
 
 @dataclass
@@ -57,6 +69,13 @@ class _HostState:
     launched: bool = False
     outcome: HostOutcome | None = None
     position: FollowPosition = field(default_factory=FollowPosition)
+
+
+def s3_staging() -> Any:
+    """distproc.staging.s3, imported on first use: it loads boto3, which jobs without S3 never need."""
+    from .staging import s3
+
+    return s3
 
 
 class JobRunner:
@@ -118,9 +137,11 @@ class JobRunner:
         sink: OutputSink | None = None
         try:
             try:
-                listings = self._list_inputs()
+                listings = await asyncio.to_thread(self._list_inputs)
+                s3_settings = await asyncio.to_thread(self._s3_for_hosts)
             except StagingError as exc:
-                return self._finish_early(FailureClass.CLIENT, str(exc))
+                cls = FailureClass.CLIENT if exc.client_error else FailureClass.INTERNAL
+                return self._finish_early(cls, str(exc))
             plan = build_plan(self.job, self.arn, self.hosts, listings)
             bundle = agent_bundle()
             for a in plan.assignments:
@@ -140,7 +161,7 @@ class JobRunner:
             self.store.update_job(self.job.name, start_time=time.time())
             poller = asyncio.ensure_future(self._poll_store_for_stop())
             try:
-                await self._prepare_all(plan)
+                await self._prepare_all(plan, s3_settings)
                 if all(s.prepared for s in self._states) and self._stop_reason is None:
                     await self._launch_and_watch(sink)
             finally:
@@ -153,19 +174,52 @@ class JobRunner:
                 sink.close()
             await asyncio.gather(*(s.session.transport.close() for s in self._states), return_exceptions=True)
 
+    def _uses_s3(self) -> bool:
+        return any(is_s3_uri(i.uri) for i in self.job.inputs) or any(is_s3_uri(o.uri) for o in self.job.outputs)
+
+    def _coordinator_s3(self) -> S3Settings:
+        from .staging.s3 import S3Settings
+
+        first = self.hosts[0] if self.hosts else None
+        return S3Settings(
+            endpoint_url=self.options.s3_endpoint_url or (first.s3_endpoint_url if first else None),
+            region=first.aws_region if first else None,
+        )
+
     def _list_inputs(self) -> dict[str, list[SourceFile]]:
+        """One listing per input, on the coordinator; each host then gets its own part."""
         listings: dict[str, list[SourceFile]] = {}
+        client = None
+        if self._uses_s3():
+            client = s3_staging().make_client(self._coordinator_s3())
         for item in self.job.inputs:
-            files = list_prefix(item.uri)
+            files = s3_staging().list_input(client, item) if is_s3_uri(item.uri) else list_prefix(item.uri)
             if not files:
-                raise StagingError(
-                    f"ProcessingInputs {item.name}: no files match {item.uri} ({file_uri_path(item.uri)} as a prefix)"
-                )
+                where = item.uri if is_s3_uri(item.uri) else f"{item.uri} ({file_uri_path(item.uri)} as a prefix)"
+                raise StagingError(f"ProcessingInputs {item.name}: no objects match {where}")
             listings[item.name] = files
         return listings
 
-    async def _prepare_all(self, plan: JobPlan) -> None:
+    def _s3_for_hosts(self) -> dict[str, dict[str, Any]]:
+        """Each host's S3 settings for its agent, with forwarded credentials if asked."""
+        if not self._uses_s3():
+            return {}
+        credentials = None
+        if self.options.aws_credentials == "forward":
+            role = self.job.role_arn if self.options.assume_role else None
+            credentials = s3_staging().forwarded_credentials(self._coordinator_s3(), role)
+        return {
+            h.name: {
+                "endpoint_url": h.s3_endpoint_url or self.options.s3_endpoint_url,
+                "region": h.aws_region,
+                "credentials": credentials,
+            }
+            for h in self.hosts
+        }
+
+    async def _prepare_all(self, plan: JobPlan, s3_settings: dict[str, dict[str, Any]]) -> None:
         window = asyncio.Semaphore(self.options.fan_out)
+        deps = deps_bundle() if s3_settings else None
 
         async def prepare(state: _HostState) -> None:
             a = state.assignment
@@ -176,15 +230,13 @@ class JobRunner:
                 try:
                     await state.session.transport.connect()
                     sent = await state.session.install_agent()
-                    await state.session.prepare(host_task(plan, a, self.options.stop_grace_seconds))
-                    staged_files = staged_bytes = 0
-                    for shard in a.inputs:
-                        files, size = await state.session.push_files(shard.input.local_path, shard.files)
-                        staged_files += files
-                        staged_bytes += size
+                    deps_dir = await state.session.install_deps(deps) if deps is not None else None
+                    s3 = s3_settings.get(a.host.name)
+                    await state.session.prepare(host_task(plan, a, self.options.stop_grace_seconds, s3, deps_dir))
+                    staged_files, staged_bytes = await self._stage_inputs(state)
                 except DistprocError as exc:
-                    cls = FailureClass.CLIENT if isinstance(exc, StagingError) else FailureClass.INTERNAL
-                    self._host_failed(state, cls, str(exc))
+                    client = isinstance(exc, StagingError) and exc.client_error
+                    self._host_failed(state, FailureClass.CLIENT if client else FailureClass.INTERNAL, str(exc))
                     return
                 state.prepared = True
                 self.log.info(
@@ -197,6 +249,36 @@ class JobRunner:
                 )
 
         await asyncio.gather(*(prepare(s) for s in self._states))
+
+    async def _stage_inputs(self, state: _HostState) -> tuple[int, int]:
+        """file:// shards travel from here; S3 shards are fetched by the host itself."""
+        a = state.assignment
+        files = size = 0
+        remote: list[dict[str, Any]] = []
+        for shard in a.inputs:
+            if is_s3_uri(shard.input.uri):
+                objects = []
+                for f in shard.files:
+                    bucket, key = f.source[len("s3://") :].split("/", 1)
+                    objects.append({"bucket": bucket, "key": key, "size": f.size, "rel": f.relative_path})
+                remote.append({"local_path": shard.input.local_path, "objects": objects})
+            else:
+                n, b = await state.session.push_files(shard.input.local_path, shard.files)
+                files, size = files + n, size + b
+        if remote:
+            last = [0.0]
+
+            def progress(doc: dict[str, Any]) -> None:
+                # Visible while it runs, without a line per object.
+                now = time.monotonic()
+                if now - last[0] >= 2.0:
+                    last[0] = now
+                    self.log.info("staging", host=a.algo, objects=doc.get("objects"), bytes=doc.get("bytes"))
+
+            n, b = await state.session.stage_s3(remote, progress)
+            files, size = files + n, size + b
+            self.store.add_event(self.job.name, a.algo, "inputs_staged", {"objects": n, "bytes": b})
+        return files, size
 
     def _host_failed(self, state: _HostState, cls: FailureClass, error: str) -> None:
         a = state.assignment
@@ -334,19 +416,27 @@ class JobRunner:
         async def collect(state: _HostState) -> None:
             if not state.prepared:
                 return
+            if any(is_s3_uri(o.uri) for o in self.job.outputs):
+                try:
+                    report = await state.session.upload_s3()
+                    self.log.info("outputs uploaded", host=state.assignment.algo, outputs=report.get("outputs"))
+                except DistprocError as exc:
+                    client = isinstance(exc, StagingError) and exc.client_error
+                    self._output_failed(state, f"S3 outputs could not be uploaded: {exc}", client)
             for output in self.job.outputs:
+                if is_s3_uri(output.uri):
+                    continue
                 dest = Path(file_uri_path(output.uri))
                 try:
                     files, size = await state.session.pull_files(output.local_path, dest)
                 except DistprocError as exc:
-                    error = f"output {output.name} could not be fetched: {exc}"
-                    self._output_failed(state, error)
+                    self._output_failed(state, f"output {output.name} could not be fetched: {exc}", False)
                     continue
                 self.log.info("output saved", host=state.assignment.algo, output=output.name, files=files, bytes=size)
 
         await asyncio.gather(*(collect(s) for s in self._states))
 
-    def _output_failed(self, state: _HostState, error: str) -> None:
+    def _output_failed(self, state: _HostState, error: str, client_error: bool) -> None:
         a = state.assignment
         self.log.error("output failed", host=a.algo, error=error)
         prior = state.outcome
@@ -360,7 +450,7 @@ class JobRunner:
             message=prior.message if prior else None,
             message_valid=prior.message_valid if prior else True,
             error=error,
-            error_class=FailureClass.INTERNAL.value,
+            error_class=(FailureClass.CLIENT if client_error else FailureClass.INTERNAL).value,
         )
         self.store.update_host(self.job.name, a.algo, status="Failed", error=error)
 

@@ -88,7 +88,16 @@ class RemoteCommandError(DistprocError):
 
 
 class StagingError(DistprocError):
-    """Data could not be moved between the coordinator, a host and storage."""
+    """Data could not be moved between the coordinator, a host and storage.
+
+    `client_error` says whose fault it is: the job's (a missing bucket or key,
+    refused credentials, a hostile key: ClientError) or the platform's (an
+    endpoint that cannot be reached: InternalServerError).
+    """
+
+    def __init__(self, message: str, client_error: bool = True) -> None:
+        self.client_error = client_error
+        super().__init__(message)
 
 
 class AgentError(DistprocError):

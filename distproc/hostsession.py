@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from .bundle import INSTALL_SCRIPT, PROBE_SCRIPT, AgentBundle
+from .depsbundle import INSTALL_DEPS_SCRIPT, DepsBundle
 from .errors import AgentError, ConnectionError_, StagingError
 from .plan import SourceFile
 from .staging.local_files import extract_output, tar_stream
 from .transport import Transport
+from .transport.base import parse_json_reply
 
 MIN_PYTHON = (3, 9)
 
@@ -109,8 +111,6 @@ class HostSession:
         except BaseException:
             channel.abort()
             raise
-        from .transport.base import parse_json_reply
-
         doc = parse_json_reply(self.name, result)
         if "error" in doc or not result.ok:
             raise StagingError(f"{self.name}: staging into {container_path} failed: {doc.get('error')}")
@@ -136,6 +136,42 @@ class HostSession:
         if not result.ok:
             raise StagingError(f"{self.name}: reading output {container_path} failed: {result.stderr_text()[-400:]}")
         return counts
+
+    async def install_deps(self, bundle: DepsBundle) -> str:
+        """Make sure the S3 libraries are unpacked on the host; returns their folder."""
+        target = bundle.remote_dir(self.work_dir)
+        await self.transport.run([self.python, "-c", INSTALL_DEPS_SCRIPT, target], input=bundle.data)
+        return target
+
+    async def stage_s3(
+        self, inputs: list[dict[str, Any]], on_progress: Callable[[dict[str, Any]], None]
+    ) -> tuple[int, int]:
+        """Have the host download its S3 objects; progress lines arrive as it goes."""
+        channel = await self.transport.open(self._agent("stage-s3", self.job_dir))
+        final: dict[str, Any] = {}
+        try:
+            await channel.write(json.dumps({"inputs": inputs}).encode())
+            await channel.close_stdin()
+            async for doc in _json_lines(channel.readline):
+                if "progress" in doc:
+                    on_progress(doc["progress"])
+                else:
+                    final = doc
+            result = await channel.wait()
+        except BaseException:
+            channel.abort()
+            raise
+        if "error" in final or not result.ok:
+            message = final.get("error") or result.stderr_text().strip()[-600:] or "no answer from the agent"
+            raise StagingError(f"{self.name}: {message}", client_error=bool(final.get("client_error")))
+        return int(final["files"]), int(final["bytes"])
+
+    async def upload_s3(self) -> dict[str, Any]:
+        result = await self.transport.run(self._agent("upload-s3", self.job_dir), check=False)
+        doc = parse_json_reply(self.name, result)
+        if "error" in doc or not result.ok:
+            raise StagingError(f"{self.name}: {doc.get('error')}", client_error=bool(doc.get("client_error")))
+        return doc
 
     async def launch(self) -> int:
         doc = await self.transport.run_json(self._agent("launch", self.job_dir))

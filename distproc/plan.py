@@ -117,9 +117,17 @@ def resource_config(plan: JobPlan, assignment: HostAssignment) -> dict[str, Any]
 
 
 def host_task(
-    plan: JobPlan, assignment: HostAssignment, stop_grace_seconds: float = DEFAULT_STOP_GRACE_SECONDS
+    plan: JobPlan,
+    assignment: HostAssignment,
+    stop_grace_seconds: float = DEFAULT_STOP_GRACE_SECONDS,
+    s3: dict[str, Any] | None = None,
+    deps_dir: str | None = None,
 ) -> dict[str, Any]:
-    """The task document the agent on this host runs."""
+    """The task document the agent on this host runs.
+
+    `s3` (region, endpoint_url, forwarded credentials) is why the document
+    is written 0600 and removed at cleanup.
+    """
     job = plan.job
     host = assignment.host
     local_paths = [i.local_path for i in job.inputs] + [o.local_path for o in job.outputs]
@@ -141,4 +149,10 @@ def host_task(
         "gpu_mode": host.gpu_mode,
         "max_runtime_seconds": job.max_runtime_seconds,
         "stop_grace_seconds": stop_grace_seconds,
+        "outputs": [
+            {"name": o.name, "local_path": o.local_path, "uri": o.uri, "upload_mode": o.upload_mode}
+            for o in job.outputs
+        ],
+        "s3": s3,
+        "deps_dir": deps_dir,
     }

@@ -456,7 +456,7 @@ def test_many_violations_reported_at_once() -> None:
     doc = full_request()
     doc["ProcessingJobName"] = "bad name"
     doc["ProcessingInputs"][0]["S3Input"]["LocalPath"] = "/data"
-    doc["ProcessingInputs"][1]["S3Input"]["S3Uri"] = "s3://bucket/code"
+    doc["ProcessingInputs"][1]["S3Input"]["S3Uri"] = "gs://bucket/code"
     doc["ProcessingResources"]["ClusterConfig"]["InstanceCount"] = 0
     doc["AppSpecification"]["ContainerArguments"] = []
     doc["Environment"]["bad key"] = "v"
@@ -578,16 +578,25 @@ def test_other_schemes_refused_by_pattern() -> None:
 
 
 @pytest.mark.parametrize("uri", ["s3://bucket/prefix", "https://bucket.s3.amazonaws.com/k"])
-def test_s3_staging_refused(uri: str) -> None:
-    """s3:// and https:// URIs are valid per schema but refused until S3 staging exists."""
+def test_s3_uris_and_manifests_are_accepted(uri: str) -> None:
+    """s3:// and https:// URIs, ManifestFile and Continuous upload to S3 are valid."""
     doc = full_request()
     doc["ProcessingInputs"][0]["S3Input"]["S3Uri"] = uri
+    doc["ProcessingInputs"][0]["S3Input"]["S3DataType"] = "ManifestFile"
     doc["ProcessingOutputConfig"]["Outputs"][0]["S3Output"]["S3Uri"] = uri
-    expected = ["S3 staging is not supported yet in this version of distproc; use a file:// URI"]
-    assert errors_of(doc) == {
-        "ProcessingInputs[0].S3Input.S3Uri": expected,
-        "ProcessingOutputConfig.Outputs[0].S3Output.S3Uri": expected,
-    }
+    doc["ProcessingOutputConfig"]["Outputs"][0]["S3Output"]["S3UploadMode"] = "Continuous"
+    job = parse_job(doc)
+    assert job.inputs[0].uri == uri and job.inputs[0].data_type == "ManifestFile"
+    assert job.outputs[0].uri == uri and job.outputs[0].upload_mode == "Continuous"
+
+
+def test_continuous_upload_to_a_file_uri_is_refused() -> None:
+    """Continuous upload is the host's work, so it needs an S3 destination."""
+    doc = full_request()
+    doc["ProcessingOutputConfig"]["Outputs"][0]["S3Output"]["S3Uri"] = "file:///srv/out/"
+    doc["ProcessingOutputConfig"]["Outputs"][0]["S3Output"]["S3UploadMode"] = "Continuous"
+    path = "ProcessingOutputConfig.Outputs[0].S3Output.S3UploadMode"
+    assert errors_of(doc) == {path: ["Continuous upload needs an s3:// or https:// S3Uri; use EndOfJob with a file:// URI"]}
 
 
 IN0 = ("ProcessingInputs", 0)
@@ -608,10 +617,8 @@ DATASET = {
     [
         (IN0, ("S3Input", "S3InputMode"), "Pipe", "S3Input.S3InputMode", "Pipe input mode"),
         (IN0, ("S3Input", "S3CompressionType"), "Gzip", "S3Input.S3CompressionType", "Gzip"),
-        (IN0, ("S3Input", "S3DataType"), "ManifestFile", "S3Input.S3DataType", "needs S3"),
         (IN0, ("DatasetDefinition",), DATASET, "DatasetDefinition", "Athena or Redshift"),
         (IN0, ("AppManaged",), True, "AppManaged", "AppManaged inputs"),
-        (OUT0, ("S3Output", "S3UploadMode"), "Continuous", "S3Output.S3UploadMode", "Continuous"),
         (OUT0, ("AppManaged",), True, "AppManaged", "AppManaged outputs"),
         (
             OUT0,

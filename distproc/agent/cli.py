@@ -14,7 +14,7 @@ import shutil
 import sys
 from typing import Any, Dict, List, Optional
 
-from . import files, follow, netif, runner
+from . import files, follow, netif, runner, staging
 from .container import Docker
 from .task import JobDir, TaskError, parse_task
 
@@ -88,6 +88,31 @@ def cmd_pack(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stage_s3(args: argparse.Namespace) -> int:
+    """Download this host's S3 objects (the plan on stdin) under their LocalPaths."""
+    jobdir = JobDir(args.jobdir)
+    plan = json.loads(sys.stdin.buffer.read().decode("utf-8"))
+    try:
+        count, size = staging.stage_inputs(jobdir, jobdir.load_task(), plan, staging.print_progress)
+    except staging.StagingFailed as exc:
+        _print({"error": str(exc), "client_error": exc.client_error})
+        return 1
+    _print({"files": count, "bytes": size})
+    return 0
+
+
+def cmd_upload_s3(args: argparse.Namespace) -> int:
+    """Upload the job's S3 outputs from this host."""
+    jobdir = JobDir(args.jobdir)
+    try:
+        report = staging.upload_outputs(jobdir, jobdir.load_task())
+    except staging.StagingFailed as exc:
+        _print({"error": str(exc), "client_error": exc.client_error})
+        return 1
+    _print({"outputs": report})
+    return 0
+
+
 def cmd_launch(args: argparse.Namespace) -> int:
     jobdir = JobDir(args.jobdir)
     if not os.path.exists(jobdir.task):
@@ -153,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("run", cmd_run),
         ("status", cmd_status),
         ("cleanup", cmd_cleanup),
+        ("stage-s3", cmd_stage_s3),
+        ("upload-s3", cmd_upload_s3),
     ):
         p = sub.add_parser(name)
         p.add_argument("jobdir")

@@ -20,6 +20,7 @@ import sys
 import threading
 from typing import Any, Dict, List, Optional, Tuple
 
+from . import staging
 from .container import Docker, DockerError, run_argv
 from .files import EventLog, now, read_json, read_message, write_atomic, write_json_atomic
 from .task import HostTask, JobDir, TaskError, env_lines
@@ -215,6 +216,11 @@ def _run_container(
         events.emit("container_failed_to_start", status=status)
         return
     events.emit("container_started", name=name)
+    continuous = staging.Continuous(jobdir, task)
+    try:
+        continuous.start()
+    except Exception as exc:
+        events.emit("continuous_upload_failed", error=str(exc))
     with open(jobdir.log, "ab") as log:
         follower = docker.popen(["logs", "--follow", name], stdout=log)
     waiter = subprocess.Popen(
@@ -257,6 +263,8 @@ def _run_container(
         follower.kill()
         follower.wait()
     events.emit("container_exited", exit_code=code)
+    for error in continuous.stop():
+        events.emit("continuous_upload_failed", error=error)
 
 
 def _docker_error_text(stderr: str) -> str:

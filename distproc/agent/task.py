@@ -28,6 +28,18 @@ class DockerAccess:
 
 
 @dataclass(frozen=True)
+class OutputSpec:
+    name: str
+    local_path: str
+    uri: str
+    upload_mode: str
+
+    @property
+    def is_s3(self) -> bool:
+        return self.uri[:8].lower().startswith(("s3://", "https://"))
+
+
+@dataclass(frozen=True)
 class HostTask:
     job_name: str
     algo: str
@@ -45,6 +57,11 @@ class HostTask:
     gpu_mode: str
     max_runtime_seconds: Optional[int]
     stop_grace_seconds: float
+    outputs: Tuple[OutputSpec, ...] = ()
+    # S3 client settings for this host: region, endpoint_url, credentials (or None).
+    s3: Optional[Dict[str, Any]] = None
+    # Where the shipped boto3 and friends are unpacked on this host.
+    deps_dir: Optional[str] = None
 
     @property
     def container_name(self) -> str:
@@ -104,6 +121,19 @@ def parse_task(doc: Any) -> HostTask:
     grace = doc.get("stop_grace_seconds", 10)
     if not isinstance(grace, (int, float)) or grace < 0:
         raise TaskError("task field stop_grace_seconds must be a non-negative number")
+    outputs = []
+    for item in doc.get("outputs") or []:
+        if not isinstance(item, dict) or not all(
+            isinstance(item.get(k), str) for k in ("name", "local_path", "uri", "upload_mode")
+        ):
+            raise TaskError("task outputs must be objects with name, local_path, uri, upload_mode")
+        outputs.append(OutputSpec(item["name"], item["local_path"], item["uri"], item["upload_mode"]))
+    s3 = doc.get("s3")
+    if s3 is not None and not isinstance(s3, dict):
+        raise TaskError("task field s3 must be an object or null")
+    deps_dir = doc.get("deps_dir")
+    if deps_dir is not None and not isinstance(deps_dir, str):
+        raise TaskError("task field deps_dir must be a string or null")
     local_paths = _str_tuple(doc, "local_paths") or ()
     for path in local_paths:
         if not path.startswith(CONTAINER_ML_ROOT + "/processing/") or ".." in path.split("/"):
@@ -125,6 +155,9 @@ def parse_task(doc: Any) -> HostTask:
         gpu_mode=doc["gpu_mode"],
         max_runtime_seconds=runtime,
         stop_grace_seconds=float(grace),
+        outputs=tuple(outputs),
+        s3=s3,
+        deps_dir=deps_dir,
     )
 
 

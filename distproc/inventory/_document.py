@@ -153,9 +153,7 @@ class _Reader:
     def group(self, name: Any, body: Any, parent: str | None, where: str) -> None:
         self.spend()
         if not isinstance(name, str) or not name or any(c.isspace() for c in name):
-            raise self.fail(
-                f"{where}: group name {name!r} must be a non-empty string without whitespace"
-            )
+            raise self.fail(f"{where}: group name {name!r} must be a non-empty string without whitespace")
         group = self.groups.setdefault(name, _Group(name))
         if parent is not None:
             self.link(parent, name)
@@ -163,8 +161,7 @@ class _Reader:
             return
         if not isinstance(body, dict):
             raise self.fail(
-                f"group {name}: must be a mapping with 'hosts', 'vars' and/or 'children', "
-                f"got {_kind(body)}"
+                f"group {name}: must be a mapping with 'hosts', 'vars' and/or 'children', got {_kind(body)}"
             )
         for key, value in body.items():
             if key == "vars":
@@ -175,18 +172,14 @@ class _Reader:
                 self.children_of(group, value)
             else:
                 # Ansible only warns here; a misspelt 'hosts' would lose hosts silently.
-                raise self.fail(
-                    f"group {name}: unknown key {key!r}; a group has only 'hosts', 'vars' "
-                    "and 'children'"
-                )
+                raise self.fail(f"group {name}: unknown key {key!r}; a group has only 'hosts', 'vars' and 'children'")
 
     def link(self, parent: str, child: str) -> None:
         if child == "all":
             raise self.fail(f"group {parent}: 'all' contains every group and cannot be a child")
         if child == parent or child in self.ancestors(parent):
             raise self.fail(
-                f"group {parent}: child group {child} already contains {parent}; "
-                "a group cannot contain itself"
+                f"group {parent}: child group {child} already contains {parent}; a group cannot contain itself"
             )
         if child not in self.groups[parent].children:
             self.groups[parent].children.append(child)
@@ -215,9 +208,7 @@ class _Reader:
         if isinstance(value, str) and value.isascii() and value.isdecimal() and len(value) < 10:
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 10**9:
-            raise self.fail(
-                f"group {group}: ansible_group_priority must be a whole number (got {_kind(value)})"
-            )
+            raise self.fail(f"group {group}: ansible_group_priority must be a whole number (got {_kind(value)})")
         return value
 
     def hosts_of(self, group: _Group, value: Any) -> None:
@@ -256,17 +247,14 @@ class _Reader:
             value = {value: None}  # as Ansible does for hosts and children
         if not isinstance(value, dict):
             raise self.fail(
-                f"group {group.name}: children must be a mapping of group names to groups, "
-                f"got {_kind(value)}"
+                f"group {group.name}: children must be a mapping of group names to groups, got {_kind(value)}"
             )
         for child, body in value.items():
             self.group(child, body, group.name, f"group {group.name}: children")
 
     def variables(self, value: Any, owner: str) -> dict[str, Any]:
         if not isinstance(value, dict):
-            raise self.fail(
-                f"{owner}: variables must be a mapping of names to values, got {_kind(value)}"
-            )
+            raise self.fail(f"{owner}: variables must be a mapping of names to values, got {_kind(value)}")
         for key, item in value.items():
             if not isinstance(key, str) or not key:
                 raise self.fail(f"{owner}: variable name {key!r} must be a non-empty string")
@@ -319,9 +307,7 @@ class _Reader:
             member_of: set[str] = set()
             for group in self.host_groups[name]:
                 member_of |= lineage[group]
-            ordered = sorted(
-                member_of | {"all"}, key=lambda g: (depth[g], self.groups[g].priority, g)
-            )
+            ordered = sorted(member_of | {"all"}, key=lambda g: (depth[g], self.groups[g].priority, g))
             merged: dict[str, Any] = {}
             for group in ordered:
                 merged.update(self.groups[group].vars)

@@ -43,6 +43,8 @@ KNOWN_DISTPROC_VARIABLES = frozenset(
         "distproc_private_address",
         "distproc_python",
         "distproc_known_hosts",
+        "distproc_s3_endpoint_url",
+        "distproc_aws_region",
     }
 )
 
@@ -123,6 +125,8 @@ def _build_host(raw: RawHost, source: str, base_dir: Path, memo: dict[int, objec
         private_address=private,
         python=interpreter or v.text("distproc_python") or DEFAULT_PYTHON,
         known_hosts=v.local_path("distproc_known_hosts"),
+        s3_endpoint_url=v.text("distproc_s3_endpoint_url"),
+        aws_region=v.text("distproc_aws_region"),
         groups=raw.groups,
         vars=_freeze_mapping(raw.vars, memo),
     )

@@ -53,6 +53,11 @@ class Host:
     python: str = DEFAULT_PYTHON
     #: Absolute path on this machine, or None for the user's ~/.ssh/known_hosts.
     known_hosts: str | None = None
+    #: An S3-compatible endpoint (MinIO, Ceph, a test server) this host stages
+    #: data through; None for AWS's own.
+    s3_endpoint_url: str | None = None
+    #: The AWS region for S3 on this host; None for the host's own default.
+    aws_region: str | None = None
     #: Every group the host is in, directly or through children, lowest
     #: precedence first; the implicit ``all`` is left out.
     groups: tuple[str, ...] = ()

@@ -50,8 +50,7 @@ def parse_host_pattern(pattern: str) -> tuple[list[str], int | None]:
         if _is_ipv6(pattern):
             return [pattern], None
         raise PatternError(
-            "has several colons but is not an IPv6 address "
-            "(write an IPv6 address with a port as [ADDRESS]:PORT)"
+            "has several colons but is not an IPv6 address (write an IPv6 address with a port as [ADDRESS]:PORT)"
         )
     port = None
     if colons:
@@ -106,9 +105,7 @@ def _range_values(body: str) -> list[str]:
         begin = begin or "0"
         width = len(begin) if begin.startswith("0") and len(begin) > 1 else 0
         if width and len(end) != width:
-            raise PatternError(
-                f"range [{body}]: a zero-padded range needs begin and end of the same width"
-            )
+            raise PatternError(f"range [{body}]: a zero-padded range needs begin and end of the same width")
         first, last = int(begin), int(end)
         if first > last:
             raise PatternError(f"range [{body}]: begin is after end")

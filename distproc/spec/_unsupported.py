@@ -16,7 +16,6 @@ from ..errors import Violation
 from ._rules import channels
 
 _VERSION = "in this version of distproc"
-S3_STAGING = f"S3 staging is not supported yet {_VERSION}; use a file:// URI"
 
 Where = str  # "request", "input" (each ProcessingInputs item) or "output" (each Outputs item)
 
@@ -40,19 +39,7 @@ def _is(expected: object) -> Callable[[object], bool]:
     return lambda value: type(value) is type(expected) and value == expected
 
 
-def _remote_uri(value: object) -> bool:
-    return isinstance(value, str) and value[:8].lower().startswith(("s3://", "https://"))
-
-
 REFUSED: tuple[Refusal, ...] = (
-    Refusal("input", ("S3Input", "S3Uri"), _remote_uri, S3_STAGING),
-    Refusal("output", ("S3Output", "S3Uri"), _remote_uri, S3_STAGING),
-    Refusal(
-        "input",
-        ("S3Input", "S3DataType"),
-        _is("ManifestFile"),
-        f"ManifestFile needs S3 staging, which is not supported yet {_VERSION}; use S3Prefix",
-    ),
     Refusal(
         "input",
         ("S3Input", "S3InputMode"),
@@ -85,12 +72,6 @@ REFUSED: tuple[Refusal, ...] = (
     ),
     Refusal(
         "output",
-        ("S3Output", "S3UploadMode"),
-        _is("Continuous"),
-        f"Continuous upload is not supported yet {_VERSION}; use EndOfJob",
-    ),
-    Refusal(
-        "output",
         ("AppManaged",),
         _is(True),
         f"AppManaged outputs are not supported yet {_VERSION}; leave AppManaged out or false",
@@ -116,6 +97,13 @@ REFUSED: tuple[Refusal, ...] = (
 )
 
 
+CONTINUOUS_FILE = "Continuous upload needs an s3:// or https:// S3Uri; use EndOfJob with a file:// URI"
+
+
+def _is_file_uri(value: object) -> bool:
+    return isinstance(value, str) and value[:7].lower() == "file://"
+
+
 def _lookup(doc: dict[Any, Any], field: tuple[str, ...]) -> tuple[bool, object]:
     value: object = doc
     for key in field:
@@ -131,6 +119,12 @@ def check(doc: dict[Any, Any]) -> list[Violation]:
     scopes.extend(channels(doc))
     out = []
     for where, prefix, scope in scopes:
+        found, uri = _lookup(scope, ("S3Output", "S3Uri"))
+        found_mode, mode = _lookup(scope, ("S3Output", "S3UploadMode"))
+        if where == "output" and found and found_mode and mode == "Continuous" and _is_file_uri(uri):
+            # Continuous upload is the host's own work, and a host cannot write
+            # into the coordinator's file system while the job runs.
+            out.append(Violation(f"{prefix}.S3Output.S3UploadMode", CONTINUOUS_FILE))
         for refusal in REFUSED:
             if refusal.where != where:
                 continue

@@ -45,9 +45,15 @@ class Endpoint:
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> Endpoint:
         return cls(
-            name=str(doc["name"]), connection=str(doc["connection"]), address=str(doc["address"]),
-            port=int(doc["port"]), user=doc.get("user"), key_file=doc.get("key_file"),
-            known_hosts=doc.get("known_hosts"), python=str(doc["python"]), work_dir=str(doc["work_dir"]),
+            name=str(doc["name"]),
+            connection=str(doc["connection"]),
+            address=str(doc["address"]),
+            port=int(doc["port"]),
+            user=doc.get("user"),
+            key_file=doc.get("key_file"),
+            known_hosts=doc.get("known_hosts"),
+            python=str(doc["python"]),
+            work_dir=str(doc["work_dir"]),
         )
 
     def to_dict(self) -> dict[str, Any]:

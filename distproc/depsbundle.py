@@ -1,0 +1,111 @@
+"""The agent's S3 libraries as shipped: boto3 and its pure-Python dependencies.
+
+Hosts need nothing but python3 and Docker, so the coordinator sends the
+libraries it has itself, once per host, unpacked into a folder named by the
+bundle's hash. botocore's data is pruned to the S3 and STS models, which is
+most of its size. Built deterministically, so the hash is stable.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import hashlib
+import importlib.util
+import io
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+# Top-level packages (or modules) the agent's s3 module needs at run time.
+PACKAGES = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "urllib3", "six")
+KEEP_SERVICES = ("s3", "sts")
+
+# Unpacks the tar on stdin into a temporary folder beside the target and
+# renames it into place: a host whose work folder others share never sees a
+# half-unpacked folder, and a lost race simply keeps the winner's copy.
+INSTALL_DEPS_SCRIPT = """
+import json, os, shutil, sys, tarfile, tempfile
+target = sys.argv[1]
+if os.path.isdir(target):
+    sys.stdin.buffer.read()
+    print(json.dumps({"installed": False}))
+    sys.exit(0)
+parent = os.path.dirname(target)
+os.makedirs(parent, mode=0o755, exist_ok=True)
+tmp = tempfile.mkdtemp(prefix=".deps-", dir=parent)
+try:
+    with tarfile.open(fileobj=sys.stdin.buffer, mode="r|gz") as archive:
+        for member in archive:
+            name = member.name
+            if name.startswith("/") or ".." in name.split("/") or not (member.isfile() or member.isdir()):
+                raise SystemExit("refusing bundle member %r" % name)
+            path = os.path.join(tmp, name)
+            if member.isdir():
+                os.makedirs(path, exist_ok=True)
+                continue
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with archive.extractfile(member) as src, open(path, "wb") as out:
+                shutil.copyfileobj(src, out)
+    os.chmod(tmp, 0o755)
+    try:
+        os.rename(tmp, target)
+    except OSError:
+        if not os.path.isdir(target):
+            raise
+        shutil.rmtree(tmp)
+except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+print(json.dumps({"installed": True}))
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class DepsBundle:
+    data: bytes
+    digest: str
+
+    def remote_dir(self, work_dir: str) -> str:
+        return f"{work_dir.rstrip('/')}/agent/deps-{self.digest}"
+
+
+def _sources() -> list[tuple[str, Path]]:
+    """(name in the archive, path on this machine) of every file to ship."""
+    files: list[tuple[str, Path]] = []
+    for package in PACKAGES:
+        spec = importlib.util.find_spec(package)
+        if spec is None:
+            raise RuntimeError(f"{package} is not installed on the coordinator (pip install boto3)")
+        if spec.submodule_search_locations:
+            root = Path(next(iter(spec.submodule_search_locations)))
+            for path in sorted(root.rglob("*")):
+                rel = path.relative_to(root.parent)
+                if not path.is_file() or "__pycache__" in rel.parts or _pruned(rel):
+                    continue
+                files.append((rel.as_posix(), path))
+        elif spec.origin:
+            files.append((Path(spec.origin).name, Path(spec.origin)))
+    return files
+
+
+def _pruned(rel: Path) -> bool:
+    # botocore/data/<service>/... for services staging never calls.
+    parts = rel.parts
+    return len(parts) > 3 and parts[0] == "botocore" and parts[1] == "data" and parts[2] not in KEEP_SERVICES
+
+
+@functools.cache
+def deps_bundle() -> DepsBundle:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        for name, path in _sources():
+            info = tarfile.TarInfo(name)
+            data = path.read_bytes()
+            info.size = len(data)
+            info.mode = 0o644
+            info.mtime = 0
+            archive.addfile(info, io.BytesIO(data))
+    # mtime=0 in the gzip header and fixed tar metadata keep the bytes stable.
+    data = gzip.compress(buffer.getvalue(), compresslevel=6, mtime=0)
+    return DepsBundle(data=data, digest=hashlib.sha256(data).hexdigest()[:16])
