@@ -176,7 +176,8 @@ def main() -> int:
     out.mkdir(exist_ok=True)
     (out / "staging.json").write_text(json.dumps(results, indent=2))
     print(
-        "| dataset | distproc MiB/s (median) | aws s3 sync MiB/s (median) | distproc speed / sync speed (median, range) |"
+        "| dataset | distproc MiB/s (median) | aws s3 sync MiB/s (median) "
+        "| distproc speed / sync speed (median, range) |"
     )
     print("| --- | --- | --- | --- |")
     for dataset, r in results["datasets"].items():

@@ -11,10 +11,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO, cast
 
 from . import __version__
 from .errors import DistprocError, InventoryError, JobExistsError, JobNotFoundError, SpecError, Violation
@@ -61,6 +62,18 @@ def _parser() -> argparse.ArgumentParser:
         "--quiet", action="store_true", help="do not print container output (it is still kept in the logs)"
     )
     run.add_argument(
+        "--no-live",
+        action="store_true",
+        help="on a terminal, print plain lines instead of the live per-host view",
+    )
+    run.add_argument(
+        "--metrics-interval",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="seconds between each host's metric samples; 0 turns sampling off (default 5)",
+    )
+    run.add_argument(
         "--aws-credentials",
         choices=("host", "forward"),
         default="host",
@@ -87,7 +100,18 @@ def _parser() -> argparse.ArgumentParser:
     describe = sub.add_parser("describe", help="show a job (DescribeProcessingJob)")
     describe.add_argument("name")
     describe.add_argument("--json", action="store_true", help="DescribeProcessingJob-shaped JSON")
+    describe.add_argument("--timeline", action="store_true", help="each host's phases: when each began and how long")
     describe.set_defaults(func=cmd_describe)
+
+    metrics = sub.add_parser("metrics", help="print each host's metric samples (CPU, memory, disk, network, GPUs)")
+    metrics.add_argument("name")
+    metrics.add_argument("--csv", action="store_true", help="CSV, one row per host and sample (default: JSON)")
+    metrics.set_defaults(func=cmd_metrics)
+
+    report = sub.add_parser("report", help="write a self-contained HTML report: timeline and metric charts")
+    report.add_argument("name")
+    report.add_argument("-o", "--output", type=Path, required=True, metavar="FILE", help="where to write it (.html)")
+    report.set_defaults(func=cmd_report)
 
     listing = sub.add_parser("list", help="list jobs, newest first")
     listing.add_argument("--status", choices=("InProgress", "Completed", "Failed", "Stopping", "Stopped"))
@@ -175,11 +199,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     store = _store(args)
     for warning in job.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    view = _live_view(args)
     options = RunOptions(
         stop_grace_seconds=args.stop_grace,
         fan_out=max(1, args.fan_out),
-        console=None if args.quiet else sys.stdout,
+        console=None if args.quiet else (view or sys.stdout),
+        observer=view,
         aws_credentials=args.aws_credentials,
+        metrics_interval_seconds=max(0.0, args.metrics_interval),
         assume_role=args.assume_role,
         s3_endpoint_url=args.s3_endpoint_url,
     )
@@ -189,9 +216,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig, why in ((signal.SIGINT, "interrupted (Ctrl-C)"), (signal.SIGTERM, "terminated (SIGTERM)")):
             loop.add_signal_handler(sig, runner.request_stop, why)
-        return await runner.run()
+        loop.add_signal_handler(signal.SIGHUP, _hung_up, runner)
+        ticker = asyncio.ensure_future(_tick(view)) if view is not None else None
+        try:
+            return await runner.run()
+        finally:
+            if ticker is not None:
+                ticker.cancel()
 
-    outcome = asyncio.run(main())
+    try:
+        outcome = asyncio.run(main())
+    finally:
+        if view is not None:
+            view.close()
+            configure(args.log_format, args.verbose)
     print(f"\n{job.name}: {outcome.status.value}", file=sys.stderr)
     if outcome.failure_reason:
         print(f"FailureReason: {outcome.failure_reason}", file=sys.stderr)
@@ -202,11 +240,79 @@ def cmd_run(args: argparse.Namespace) -> int:
     return _STATUS_EXIT.get(outcome.status.value, EXIT_ERROR)
 
 
-def cmd_describe(args: argparse.Namespace) -> int:
-    from .views import describe_document, describe_text
+def _hung_up(runner: Any) -> None:
+    """The terminal went away: stop the job, as Ctrl-C would, rather than leave it running unwatched.
 
-    job = _store(args).get_job(args.name)
-    print(json.dumps(describe_document(job), indent=2) if args.json else describe_text(job))
+    Output has nowhere to go now, and a write to the dead terminal would fail
+    and end this process before the job is stopped: send it to /dev/null.
+    """
+    with open(os.devnull, "w") as devnull:
+        for fd in (1, 2):
+            os.dup2(devnull.fileno(), fd)
+    runner.request_stop("hung up (SIGHUP: the terminal was closed)")
+
+
+def _live_view(args: argparse.Namespace) -> Any:
+    """The live per-host view when both output streams are one terminal; else None (plain lines)."""
+    if args.no_live or args.log_format != "console" or not (sys.stdout.isatty() and sys.stderr.isatty()):
+        return None
+    from .liveview import LiveView
+
+    view = LiveView(sys.stdout)
+    # distproc's own messages scroll above the view too, or they would tear it.
+    configure(args.log_format, args.verbose, stream=cast(TextIO, view))  # write/flush is all structlog uses
+    return view
+
+
+async def _tick(view: Any) -> None:
+    while True:
+        await asyncio.sleep(0.5)
+        view.tick()
+
+
+def cmd_describe(args: argparse.Namespace) -> int:
+    from .timeline import job_timeline
+    from .views import describe_document, describe_text, timeline_text
+
+    store = _store(args)
+    job = store.get_job(args.name)
+    timeline = job_timeline(store.events(args.name))
+    if args.json:
+        print(json.dumps(describe_document(job, timeline, store.metrics(args.name)), indent=2))
+    elif args.timeline:
+        print(timeline_text(job, timeline))
+    else:
+        print(describe_text(job))
+    return 0
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from .metrics import to_csv
+
+    store = _store(args)
+    store.get_job(args.name)  # an unknown job is an error, not an empty listing
+    series = {algo: samples for algo, (_, samples) in sorted(store.metrics(args.name).items())}
+    if args.csv:
+        sys.stdout.write(to_csv(series))
+    else:
+        print(json.dumps({algo: {"Samples": samples} for algo, samples in series.items()}, indent=2))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import render_report
+    from .timeline import job_timeline
+    from .views import report_document
+
+    store = _store(args)
+    job = store.get_job(args.name)
+    doc = report_document(job, job_timeline(store.events(args.name)), store.metrics(args.name))
+    try:
+        args.output.write_text(render_report(doc), encoding="utf-8")
+    except OSError as exc:
+        print(f"distproc: cannot write {args.output}: {exc.strerror}", file=sys.stderr)
+        return EXIT_ERROR
+    print(f"wrote {args.output}")
     return 0
 
 

@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 import structlog
 
@@ -59,6 +59,22 @@ class RunOptions:
     assume_role: bool = False
     #: The S3 endpoint for listing, and for hosts that name none of their own.
     s3_endpoint_url: str | None = None
+    #: Seconds between each host's metric samples (0: none).
+    metrics_interval_seconds: float = 5.0
+    #: Told of each host's progress as it happens (the CLI's live view).
+    observer: ProgressObserver | None = None
+
+
+class ProgressObserver(Protocol):
+    """What a live display needs to hear; every call is cheap and never fails the job."""
+
+    def add_host(self, algo: str, host: str) -> None: ...
+
+    def step(self, algo: str, kind: str, **data: object) -> None: ...
+
+    def staging(self, algo: str, staged_bytes: int) -> None: ...
+
+    def finished(self, algo: str, status: str, exit_code: int | None) -> None: ...
 
 
 @dataclass
@@ -153,6 +169,8 @@ class JobRunner:
                     bundle,
                 )
                 self._states.append(_HostState(assignment=a, session=session))
+                if self.options.observer is not None:
+                    self.options.observer.add_host(a.algo, a.host.name)
                 self.store.add_host(self.job.name, a.algo, a.host.name, Endpoint.from_host(a.host).to_dict(), a.job_dir)
             sink = OutputSink(
                 {a.algo: self.store.log_path(self.job.name, a.algo) for a in plan.assignments},
@@ -219,7 +237,9 @@ class JobRunner:
 
     async def _prepare_all(self, plan: JobPlan, s3_settings: dict[str, dict[str, Any]]) -> None:
         window = asyncio.Semaphore(self.options.fan_out)
-        deps = deps_bundle() if s3_settings else None
+        # boto3 for S3 jobs, pynvml for GPU hosts' metrics; hosts without either get nothing extra.
+        needs_deps = bool(s3_settings) or any(s.assignment.host.gpus for s in self._states)
+        deps = deps_bundle() if needs_deps else None
 
         async def prepare(state: _HostState) -> None:
             a = state.assignment
@@ -228,12 +248,19 @@ class JobRunner:
                     return
                 self.store.update_host(self.job.name, a.algo, status="Preparing")
                 try:
+                    self._mark(state, "connect_started")
                     await state.session.transport.connect()
+                    self._mark(state, "connected")
                     sent = await state.session.install_agent()
                     deps_dir = await state.session.install_deps(deps) if deps is not None else None
                     s3 = s3_settings.get(a.host.name)
-                    await state.session.prepare(host_task(plan, a, self.options.stop_grace_seconds, s3, deps_dir))
+                    task = host_task(plan, a, self.options.stop_grace_seconds, s3, deps_dir)
+                    task["metrics_interval_seconds"] = self.options.metrics_interval_seconds
+                    await state.session.prepare(task)
+                    self._mark(state, "agent_ready", agent_sent=sent)
+                    self._mark(state, "staging_started")
                     staged_files, staged_bytes = await self._stage_inputs(state)
+                    self._mark(state, "inputs_staged", objects=staged_files, bytes=staged_bytes)
                 except DistprocError as exc:
                     client = isinstance(exc, StagingError) and exc.client_error
                     self._host_failed(state, FailureClass.CLIENT if client else FailureClass.INTERNAL, str(exc))
@@ -269,6 +296,8 @@ class JobRunner:
             last = [0.0]
 
             def progress(doc: dict[str, Any]) -> None:
+                if self.options.observer is not None and isinstance(doc.get("bytes"), int):
+                    self.options.observer.staging(a.algo, doc["bytes"])
                 # Visible while it runs, without a line per object.
                 now = time.monotonic()
                 if now - last[0] >= 2.0:
@@ -277,8 +306,17 @@ class JobRunner:
 
             n, b = await state.session.stage_s3(remote, progress)
             files, size = files + n, size + b
-            self.store.add_event(self.job.name, a.algo, "inputs_staged", {"objects": n, "bytes": b})
         return files, size
+
+    def _mark(self, state: _HostState, kind: str, **data: Any) -> None:
+        """A step of a host's timeline, as the coordinator saw it (see timeline.py)."""
+        self.store.add_event(self.job.name, state.assignment.algo, kind, data)
+        if self.options.observer is not None:
+            self.options.observer.step(state.assignment.algo, kind, **data)
+
+    def _tell_finished(self, outcome: HostOutcome) -> None:
+        if self.options.observer is not None:
+            self.options.observer.finished(outcome.algo, outcome.status, outcome.exit_code)
 
     def _host_failed(self, state: _HostState, cls: FailureClass, error: str) -> None:
         a = state.assignment
@@ -293,6 +331,7 @@ class JobRunner:
             error_class=cls.value,
         )
         self.store.update_host(self.job.name, a.algo, status="Failed", error=error, end_time=time.time())
+        self._tell_finished(state.outcome)
 
     async def _launch_and_watch(self, sink: OutputSink) -> None:
         async def launch(state: _HostState) -> None:
@@ -359,9 +398,10 @@ class JobRunner:
         kind = str(event.get("kind", ""))
         algo = state.assignment.algo
         at = event.get("time") if isinstance(event.get("time"), (int, float)) else None
-        self.store.add_event(
-            self.job.name, algo, kind, {k: v for k, v in event.items() if k not in ("kind", "time")}, at
-        )
+        data = {k: v for k, v in event.items() if k not in ("kind", "time")}
+        self.store.add_event(self.job.name, algo, kind, data, at)
+        if self.options.observer is not None:
+            self.options.observer.step(algo, kind, **data)
         if kind == "container_started":
             self.store.update_host(self.job.name, algo, start_time=at)
             self.log.info("container started", host=algo)
@@ -401,6 +441,7 @@ class JobRunner:
             start_time=result.get("container_started"),
         )
         self.log.info("host finished", host=a.algo, status=status, exit_code=exit_code)
+        self._tell_finished(state.outcome)
         if status == "Failed":
             await self._on_host_failed(state)
 
@@ -416,25 +457,48 @@ class JobRunner:
         async def collect(state: _HostState) -> None:
             if not state.prepared:
                 return
-            if any(is_s3_uri(o.uri) for o in self.job.outputs):
-                try:
-                    report = await state.session.upload_s3()
-                    self.log.info("outputs uploaded", host=state.assignment.algo, outputs=report.get("outputs"))
-                except DistprocError as exc:
-                    client = isinstance(exc, StagingError) and exc.client_error
-                    self._output_failed(state, f"S3 outputs could not be uploaded: {exc}", client)
-            for output in self.job.outputs:
-                if is_s3_uri(output.uri):
-                    continue
-                dest = Path(file_uri_path(output.uri))
-                try:
-                    files, size = await state.session.pull_files(output.local_path, dest)
-                except DistprocError as exc:
-                    self._output_failed(state, f"output {output.name} could not be fetched: {exc}", False)
-                    continue
-                self.log.info("output saved", host=state.assignment.algo, output=output.name, files=files, bytes=size)
+            self._mark(state, "upload_started")
+            await self._upload_outputs(state)
+            self._mark(state, "outputs_uploaded")
+            await self._fetch_metrics(state)
 
         await asyncio.gather(*(collect(s) for s in self._states))
+
+    async def _fetch_metrics(self, state: _HostState) -> None:
+        """Copy the host's samples into the store; a host that cannot answer just has none."""
+        try:
+            doc = await state.session.metrics()
+        except DistprocError as exc:
+            self.log.warning("metrics unavailable", host=state.assignment.algo, error=str(exc))
+            return
+        samples = doc.get("samples")
+        gpu = doc.get("gpu")
+        self.store.set_metrics(
+            self.job.name,
+            state.assignment.algo,
+            gpu if isinstance(gpu, dict) else None,
+            samples if isinstance(samples, list) else [],
+        )
+
+    async def _upload_outputs(self, state: _HostState) -> None:
+        """EndOfJob: S3 outputs are uploaded by the host itself, file:// ones come back here."""
+        if any(is_s3_uri(o.uri) for o in self.job.outputs):
+            try:
+                report = await state.session.upload_s3()
+                self.log.info("outputs uploaded", host=state.assignment.algo, outputs=report.get("outputs"))
+            except DistprocError as exc:
+                client = isinstance(exc, StagingError) and exc.client_error
+                self._output_failed(state, f"S3 outputs could not be uploaded: {exc}", client)
+        for output in self.job.outputs:
+            if is_s3_uri(output.uri):
+                continue
+            dest = Path(file_uri_path(output.uri))
+            try:
+                files, size = await state.session.pull_files(output.local_path, dest)
+            except DistprocError as exc:
+                self._output_failed(state, f"output {output.name} could not be fetched: {exc}", False)
+                continue
+            self.log.info("output saved", host=state.assignment.algo, output=output.name, files=files, bytes=size)
 
     def _output_failed(self, state: _HostState, error: str, client_error: bool) -> None:
         a = state.assignment
@@ -453,6 +517,7 @@ class JobRunner:
             error_class=(FailureClass.CLIENT if client_error else FailureClass.INTERNAL).value,
         )
         self.store.update_host(self.job.name, a.algo, status="Failed", error=error)
+        self._tell_finished(state.outcome)
 
     async def _cleanup_all(self) -> None:
         async def cleanup(state: _HostState) -> None:
@@ -487,6 +552,7 @@ class JobRunner:
                     stopped_by_distproc=True,
                 )
                 self.store.update_host(self.job.name, state.assignment.algo, status="Stopped")
+                self._tell_finished(state.outcome)
                 outcomes.append(state.outcome)
         outcome = aggregate(outcomes, self._stop_reason)
         self._record(outcome)

@@ -1,4 +1,4 @@
-"""The agent's S3 libraries as shipped: boto3 and its pure-Python dependencies.
+"""The agent's libraries as shipped: boto3 (S3 staging) and pynvml (GPU metrics), pure Python.
 
 Hosts need nothing but python3 and Docker, so the coordinator sends the
 libraries it has itself, once per host, unpacked into a folder named by the
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # Top-level packages (or modules) the agent's s3 module needs at run time.
-PACKAGES = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "urllib3", "six")
+PACKAGES = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "urllib3", "six", "pynvml")
 KEEP_SERVICES = ("s3", "sts")
 
 # Unpacks the tar on stdin into a temporary folder beside the target and
@@ -76,7 +76,7 @@ def _sources() -> list[tuple[str, Path]]:
     for package in PACKAGES:
         spec = importlib.util.find_spec(package)
         if spec is None:
-            raise RuntimeError(f"{package} is not installed on the coordinator (pip install boto3)")
+            raise RuntimeError(f"{package} is not installed on the coordinator (pip install distproc's dependencies)")
         if spec.submodule_search_locations:
             root = Path(next(iter(spec.submodule_search_locations)))
             for path in sorted(root.rglob("*")):

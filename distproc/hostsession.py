@@ -173,6 +173,10 @@ class HostSession:
             raise StagingError(f"{self.name}: {doc.get('error')}", client_error=bool(doc.get("client_error")))
         return doc
 
+    async def metrics(self) -> dict[str, Any]:
+        """The agent's metric samples: {"gpu": note or None, "samples": [...]}."""
+        return await self.transport.run_json(self._agent("metrics", self.job_dir))
+
     async def launch(self) -> int:
         doc = await self.transport.run_json(self._agent("launch", self.job_dir))
         return int(doc["pid"])

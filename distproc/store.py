@@ -59,6 +59,13 @@ CREATE TABLE IF NOT EXISTS events (
     data TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_by_job ON events (job, time);
+CREATE TABLE IF NOT EXISTS metrics (
+    job TEXT NOT NULL REFERENCES jobs(name) ON DELETE CASCADE,
+    algo TEXT NOT NULL,
+    gpu TEXT,
+    samples TEXT NOT NULL,
+    PRIMARY KEY (job, algo)
+);
 """
 
 _JOB_FIELDS = {
@@ -149,7 +156,11 @@ class Store:
             raise StoreError(f"job store {self.home / 'jobs.db'}: {exc}") from exc
 
     def log_path(self, job: str, algo: str) -> Path:
-        return self.home / "logs" / job / f"{algo}.log"
+        """`logs/<job>/<algo-K>-<creation epoch>.log`: CloudWatch names the stream `<job>/algo-K-<timestamp>`."""
+        row = self._db.execute("SELECT creation_time FROM jobs WHERE name = ?", (job,)).fetchone()
+        if row is None:
+            raise JobNotFoundError(job)
+        return self.home / "logs" / job / f"{algo}-{int(row['creation_time'])}.log"
 
     def create_job(
         self,
@@ -209,6 +220,19 @@ class Store:
             "SELECT algo, time, kind, data FROM events WHERE job = ? ORDER BY time, rowid", (job,)
         ).fetchall()
         return [{"algo": r["algo"], "time": r["time"], "kind": r["kind"], **json.loads(r["data"])} for r in rows]
+
+    def set_metrics(self, job: str, algo: str, gpu: Mapping[str, Any] | None, samples: list[dict[str, Any]]) -> None:
+        """A host's metric samples (replacing any earlier copy) and its GPU note."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO metrics (job, algo, gpu, samples) VALUES (?, ?, ?, ?)",
+                (job, algo, json.dumps(dict(gpu)) if gpu is not None else None, json.dumps(samples)),
+            )
+
+    def metrics(self, job: str) -> dict[str, tuple[dict[str, Any] | None, list[dict[str, Any]]]]:
+        """algo-K -> (GPU note, samples), for the hosts whose metrics were fetched."""
+        rows = self._db.execute("SELECT algo, gpu, samples FROM metrics WHERE job = ?", (job,)).fetchall()
+        return {r["algo"]: (json.loads(r["gpu"]) if r["gpu"] else None, json.loads(r["samples"])) for r in rows}
 
     def request_stop(self, name: str, reason: str) -> JobRecord:
         """Flag a job for stopping; returns it as it was."""

@@ -6,7 +6,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from .metrics import summarize
 from .store import JobRecord
+from .timeline import PHASE_NAMES, Phase, timeline_document
+
+#: algo-K -> (the agent's GPU note, metric samples), as Store.metrics gives it.
+MetricsByHost = dict[str, tuple[dict[str, Any] | None, list[dict[str, Any]]]]
 
 # The request's members that DescribeProcessingJob echoes back.
 _ECHOED = (
@@ -26,8 +31,23 @@ def iso(t: float | None) -> str | None:
     return None if t is None else datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds")
 
 
-def describe_document(job: JobRecord) -> dict[str, Any]:
+def gpu_note(gpu: dict[str, Any] | None) -> str | None:
+    """Why a host has no GPU metrics (None when it has them)."""
+    if gpu is None:
+        return "no metrics were fetched from this host"
+    if gpu.get("available"):
+        return None
+    return str(gpu.get("reason") or "no GPUs")
+
+
+def describe_document(
+    job: JobRecord,
+    timeline: dict[str, list[Phase]] | None = None,
+    metrics: MetricsByHost | None = None,
+) -> dict[str, Any]:
     """DescribeProcessingJob's response shape, plus distproc's per-host details."""
+    timeline = timeline or {}
+    metrics = metrics or {}
     doc: dict[str, Any] = {"ProcessingJobName": job.name, "ProcessingJobArn": job.arn}
     for key in _ECHOED:
         if key in job.request:
@@ -58,11 +78,58 @@ def describe_document(job: JobRecord) -> dict[str, Any]:
                 "ExitMessage": h.message,
                 "Error": h.error,
                 "JobDir": h.job_dir,
+                "Timeline": timeline_document(timeline.get(h.algo, [])),
+                "Metrics": summarize(metrics[h.algo][1]) if h.algo in metrics else None,
+                "GpuNote": gpu_note(metrics[h.algo][0]) if h.algo in metrics else None,
             }
             for h in job.hosts
         ],
     }
     return doc
+
+
+def report_document(job: JobRecord, timeline: dict[str, list[Phase]], metrics: MetricsByHost) -> dict[str, Any]:
+    """What `distproc report` draws: the job, and each host's phases and raw samples."""
+    return {
+        "ProcessingJobName": job.name,
+        "ProcessingJobStatus": job.status,
+        "FailureReason": job.failure_reason,
+        "ExitMessage": job.exit_message,
+        "CreationTime": iso(job.creation_time),
+        "ProcessingStartTime": iso(job.start_time),
+        "ProcessingEndTime": iso(job.end_time),
+        "Hosts": [
+            {
+                "Host": h.algo,
+                "InventoryHost": h.host,
+                "Status": h.status,
+                "ExitCode": h.exit_code,
+                "Timeline": timeline_document(timeline.get(h.algo, [])),
+                "Metrics": metrics[h.algo][1] if h.algo in metrics else [],
+                "GpuNote": gpu_note(metrics[h.algo][0] if h.algo in metrics else None),
+            }
+            for h in job.hosts
+        ],
+    }
+
+
+def timeline_text(job: JobRecord, timeline: dict[str, list[Phase]]) -> str:
+    """One row per host, one column per phase: seconds from the job's creation to the phase's start, and its length."""
+    origin = job.creation_time
+    header = f"{'HOST':<8} " + " ".join(f"{name:>20}" for name in PHASE_NAMES)
+    rows = [header, " " * 9 + " ".join(f"{'start+length (s)':>20}" for _ in PHASE_NAMES)]
+    for h in job.hosts:
+        by_name = {p.name: p for p in timeline.get(h.algo, [])}
+        cells = []
+        for name in PHASE_NAMES:
+            p = by_name.get(name)
+            if p is None:
+                cells.append(f"{'-':>20}")
+            else:
+                length = "…" if p.seconds is None else f"{p.seconds:.2f}"
+                cells.append(f"{f'{p.start - origin:.2f}+{length}':>20}")
+        rows.append(f"{h.algo:<8} " + " ".join(cells))
+    return "\n".join(rows)
 
 
 def summary_document(job: JobRecord) -> dict[str, Any]:

@@ -217,9 +217,7 @@ def test_ranges_expand_as_ansible_does(pattern: str, names: list[str]) -> None:
         ("[fe80::1]:22", ["fe80::1"], 22),
     ],
 )
-def test_host_patterns_carry_ports_and_ipv6(
-    pattern: str, names: list[str], port: int | None
-) -> None:
+def test_host_patterns_carry_ports_and_ipv6(pattern: str, names: list[str], port: int | None) -> None:
     """name:PORT sets the port; IPv6 addresses are names, bracketed when they carry a port."""
     assert parse_host_pattern(pattern) == (names, port)
 
@@ -242,9 +240,7 @@ def test_host_patterns_carry_ports_and_ipv6(
         ("a:b:c", "IPv6"),
     ],
 )
-def test_bad_host_patterns_name_file_group_and_pattern(
-    write: Write, pattern: str, fragment: str
-) -> None:
+def test_bad_host_patterns_name_file_group_and_pattern(write: Write, pattern: str, fragment: str) -> None:
     """A malformed host pattern is an InventoryError naming the file, group and pattern."""
     path = write(f'all:\n  children:\n    grp:\n      hosts:\n        "{pattern}":\n')
     message = error_of(path)
@@ -434,9 +430,7 @@ def test_vars_are_read_only_all_the_way_down(write: Write) -> None:
         ("distproc_python", "{}", "single-line string"),
     ],
 )
-def test_bad_values_name_file_host_and_variable(
-    write: Write, variable: str, value: str, fragment: str
-) -> None:
+def test_bad_values_name_file_host_and_variable(write: Write, variable: str, value: str, fragment: str) -> None:
     """Each wrongly typed or out-of-range variable is refused with file, host and variable named."""
     path = write(f"all:\n  hosts:\n    gpu1:\n      {variable}: {value}\n")
     message = error_of(path)
@@ -447,9 +441,7 @@ def test_bad_values_name_file_host_and_variable(
 def test_gpus_message_matches_the_documented_form(write: Write) -> None:
     """The distproc_gpus error reads exactly as documented."""
     path = write("all:\n  hosts:\n    gpu1: {distproc_gpus: x}\n")
-    assert error_of(path) == (
-        f"{path}: host gpu1: distproc_gpus must be a non-negative integer or \"all\" (got 'x')"
-    )
+    assert error_of(path) == (f"{path}: host gpu1: distproc_gpus must be a non-negative integer or \"all\" (got 'x')")
 
 
 def test_unknown_distproc_variable_is_refused_with_a_suggestion(write: Write) -> None:
@@ -548,9 +540,7 @@ def test_alias_bombs_are_bounded(write: Write, monkeypatch: pytest.MonkeyPatch) 
     lines = ["all:", "  children:", "    g0: &g0 {hosts: {h: }}"]
     for level in range(1, 30):
         below = f"*g{level - 1}"
-        lines.append(
-            f"    g{level}: &g{level} {{children: {{a{level}: {below}, b{level}: {below}}}}}"
-        )
+        lines.append(f"    g{level}: &g{level} {{children: {{a{level}: {below}, b{level}: {below}}}}}")
     message = error_of(write("\n".join(lines) + "\n"))
     assert "more than" in message and "entries" in message
 
@@ -725,9 +715,7 @@ def ansible_view(path: Path, home: Path) -> tuple[set[str], dict[str, Any]]:
 
 @pytest.mark.skipif(not ANSIBLE_INVENTORY.exists(), reason="ansible-core is not installed")
 @pytest.mark.parametrize("example", [*EXAMPLES, "precedence"], ids=lambda p: getattr(p, "name", p))
-def test_ansible_sees_the_same_hosts_and_variables(
-    example: Path | str, write: Write, tmp_path: Path
-) -> None:
+def test_ansible_sees_the_same_hosts_and_variables(example: Path | str, write: Write, tmp_path: Path) -> None:
     """ansible-inventory --list finds the same hosts and merged variables as load_inventory."""
     path = write(PRECEDENCE) if example == "precedence" else Path(example)
     names, hostvars = ansible_view(path, tmp_path)

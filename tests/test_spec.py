@@ -596,7 +596,8 @@ def test_continuous_upload_to_a_file_uri_is_refused() -> None:
     doc["ProcessingOutputConfig"]["Outputs"][0]["S3Output"]["S3Uri"] = "file:///srv/out/"
     doc["ProcessingOutputConfig"]["Outputs"][0]["S3Output"]["S3UploadMode"] = "Continuous"
     path = "ProcessingOutputConfig.Outputs[0].S3Output.S3UploadMode"
-    assert errors_of(doc) == {path: ["Continuous upload needs an s3:// or https:// S3Uri; use EndOfJob with a file:// URI"]}
+    rule = "Continuous upload needs an s3:// or https:// S3Uri; use EndOfJob with a file:// URI"
+    assert errors_of(doc) == {path: [rule]}
 
 
 IN0 = ("ProcessingInputs", 0)

@@ -113,6 +113,15 @@ def cmd_upload_s3(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_metrics(args: argparse.Namespace) -> int:
+    """The host's metric samples so far, and why there are no GPU ones if so."""
+    from .metrics import read_samples
+
+    gpu, samples = read_samples(JobDir(args.jobdir).metrics)
+    _print({"gpu": gpu, "samples": samples})
+    return 0
+
+
 def cmd_launch(args: argparse.Namespace) -> int:
     jobdir = JobDir(args.jobdir)
     if not os.path.exists(jobdir.task):
@@ -180,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("cleanup", cmd_cleanup),
         ("stage-s3", cmd_stage_s3),
         ("upload-s3", cmd_upload_s3),
+        ("metrics", cmd_metrics),
     ):
         p = sub.add_parser(name)
         p.add_argument("jobdir")

@@ -147,6 +147,37 @@ def run(jobdir: JobDir) -> Dict[str, Any]:
     # A stop may have been asked for before this process existed.
     if os.path.exists(jobdir.stop_request):
         stop.set(_stop_reason(jobdir))
+    sampler = _start_sampler(jobdir, task)
+    try:
+        return _run_task(jobdir, task, events, stop, started, result)
+    finally:
+        if sampler is not None:
+            sampler.stop()
+
+
+def _start_sampler(jobdir: JobDir, task: HostTask) -> Optional[Any]:
+    """Metrics for the life of the agent; never a reason for the job to fail."""
+    if task.metrics_interval_seconds <= 0:
+        return None
+    if task.deps_dir and task.deps_dir not in sys.path:
+        sys.path.insert(0, task.deps_dir)  # the shipped pynvml, for GPU metrics
+    from .metrics import MetricsSampler
+
+    sampler = MetricsSampler(
+        jobdir.metrics,
+        jobdir.root,
+        interval=task.metrics_interval_seconds,
+        # pynvml is shipped only to hosts the inventory gives GPUs.
+        gpu=bool(task.gpus),
+        no_gpu_reason="the inventory gives this host no GPUs (distproc_gpus)",
+    )
+    sampler.start()
+    return sampler
+
+
+def _run_task(
+    jobdir: JobDir, task: HostTask, events: EventLog, stop: StopFlag, started: float, result: Dict[str, Any]
+) -> Dict[str, Any]:
     deadline = started + task.max_runtime_seconds if task.max_runtime_seconds else None
     docker = Docker(task.docker)
     try:

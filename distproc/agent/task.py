@@ -60,8 +60,10 @@ class HostTask:
     outputs: Tuple[OutputSpec, ...] = ()
     # S3 client settings for this host: region, endpoint_url, credentials (or None).
     s3: Optional[Dict[str, Any]] = None
-    # Where the shipped boto3 and friends are unpacked on this host.
+    # Where the shipped boto3, pynvml and friends are unpacked on this host.
     deps_dir: Optional[str] = None
+    # Seconds between metric samples; 0 turns sampling off.
+    metrics_interval_seconds: float = 5.0
 
     @property
     def container_name(self) -> str:
@@ -134,6 +136,9 @@ def parse_task(doc: Any) -> HostTask:
     deps_dir = doc.get("deps_dir")
     if deps_dir is not None and not isinstance(deps_dir, str):
         raise TaskError("task field deps_dir must be a string or null")
+    interval = doc.get("metrics_interval_seconds", 5.0)
+    if not isinstance(interval, (int, float)) or interval < 0:
+        raise TaskError("task field metrics_interval_seconds must be a non-negative number")
     local_paths = _str_tuple(doc, "local_paths") or ()
     for path in local_paths:
         if not path.startswith(CONTAINER_ML_ROOT + "/processing/") or ".." in path.split("/"):
@@ -158,6 +163,7 @@ def parse_task(doc: Any) -> HostTask:
         outputs=tuple(outputs),
         s3=s3,
         deps_dir=deps_dir,
+        metrics_interval_seconds=float(interval),
     )
 
 
@@ -181,6 +187,10 @@ class JobDir:
     @property
     def events(self) -> str:
         return self.path("events.jsonl")
+
+    @property
+    def metrics(self) -> str:
+        return self.path("metrics.jsonl")
 
     @property
     def log(self) -> str:
