@@ -62,6 +62,11 @@ def _parser() -> argparse.ArgumentParser:
         "--quiet", action="store_true", help="do not print container output (it is still kept in the logs)"
     )
     run.add_argument(
+        "--ship-image",
+        action="store_true",
+        help="docker save the image here once and load it on every host that lacks it (clusters without a registry)",
+    )
+    run.add_argument(
         "--no-live",
         action="store_true",
         help="on a terminal, print plain lines instead of the live per-host view",
@@ -89,7 +94,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="S3-compatible endpoint for listing, and for hosts whose inventory names none",
     )
-    run.set_defaults(func=cmd_run)
+    run.set_defaults(func=cmd_run, candidates=True)
 
     validate = sub.add_parser("validate", help="check a job and inventory and print the plan")
     validate.add_argument("job", type=Path)
@@ -107,6 +112,24 @@ def _parser() -> argparse.ArgumentParser:
     metrics.add_argument("name")
     metrics.add_argument("--csv", action="store_true", help="CSV, one row per host and sample (default: JSON)")
     metrics.set_defaults(func=cmd_metrics)
+
+    hosts = sub.add_parser("hosts", help="the inventory's hosts")
+    hosts_sub = hosts.add_subparsers(dest="hosts_command", required=True, metavar="COMMAND")
+    check = hosts_sub.add_parser(
+        "check", help="check every host (SSH, python, Docker, GPUs, disk, clock); exit 1 if any is unfit"
+    )
+    check.add_argument("-i", "--inventory", type=Path, required=True, help="Ansible YAML inventory")
+    check.add_argument("--json", action="store_true")
+    check.add_argument("--min-free-gib", type=float, default=5.0, help="free space the work folder needs (default 5)")
+    check.add_argument(
+        "--max-clock-offset",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="largest clock offset allowed (default 2)",
+    )
+    check.add_argument("--fan-out", type=int, default=64, metavar="N", help="hosts checked at once (default 64)")
+    check.set_defaults(func=cmd_hosts_check)
 
     report = sub.add_parser("report", help="write a self-contained HTML report: timeline and metric charts")
     report.add_argument("name")
@@ -149,6 +172,11 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
         return job, None
     inventory = load_inventory(args.inventory)
     hosts = select_hosts(inventory, job.cluster.instance_type, job.cluster.instance_count)
+    if getattr(args, "candidates", False):
+        # `run` leases hosts as it goes: the selected ones first, then any other host of the type.
+        chosen = {h.name for h in hosts}
+        spares = tuple(h for h in inventory.hosts if h.serves(job.cluster.instance_type) and h.name not in chosen)
+        return job, hosts + spares
     return job, hosts
 
 
@@ -205,6 +233,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         fan_out=max(1, args.fan_out),
         console=None if args.quiet else (view or sys.stdout),
         observer=view,
+        ship_image=args.ship_image,
         aws_credentials=args.aws_credentials,
         metrics_interval_seconds=max(0.0, args.metrics_interval),
         assume_role=args.assume_role,
@@ -296,6 +325,24 @@ def cmd_metrics(args: argparse.Namespace) -> int:
         sys.stdout.write(to_csv(series))
     else:
         print(json.dumps({algo: {"Samples": samples} for algo, samples in series.items()}, indent=2))
+    return 0
+
+
+def cmd_hosts_check(args: argparse.Namespace) -> int:
+    from .hostcheck import Limits, check_hosts, report_document, report_table
+    from .inventory import load_inventory
+
+    inventory = load_inventory(args.inventory)
+    limits = Limits(int(args.min_free_gib * (1 << 30)), args.max_clock_offset)
+    reports = asyncio.run(check_hosts(inventory.hosts, limits, max(1, args.fan_out)))
+    if args.json:
+        print(json.dumps({"Hosts": [report_document(r) for r in reports]}, indent=2))
+    else:
+        print(report_table(reports))
+    unfit = [r.host.name for r in reports if not r.fit]
+    if unfit:
+        print(f"distproc: {len(unfit)} of {len(reports)} host(s) unfit: {', '.join(unfit)}", file=sys.stderr)
+        return EXIT_FAILED
     return 0
 
 

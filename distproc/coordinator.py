@@ -13,6 +13,7 @@ coordinator only decides and records.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,11 +22,12 @@ from typing import IO, TYPE_CHECKING, Any, Protocol
 
 import structlog
 
-from .bundle import agent_bundle
+from .bundle import AgentBundle, agent_bundle
 from .console import OutputSink
 from .depsbundle import deps_bundle
-from .errors import ConnectionError_, DistprocError, StagingError
+from .errors import AgentError, ConnectionError_, DistprocError, ImageError, StagingError
 from .hostsession import FollowPosition, HostSession
+from .images import SavedImage, save_image
 from .inventory import Host
 from .outcome import FailureClass, HostOutcome, JobOutcome, JobStatus, aggregate
 from .plan import DEFAULT_STOP_GRACE_SECONDS, HostAssignment, JobPlan, SourceFile, build_plan, host_task
@@ -33,7 +35,7 @@ from .spec import ProcessingJob, job_arn
 from .staging import is_s3_uri
 from .staging.local_files import file_uri_path, list_prefix
 from .store import Store
-from .transport import Endpoint, transport_for
+from .transport import Endpoint, Transport, transport_for
 
 if TYPE_CHECKING:
     from .staging.s3 import S3Settings
@@ -61,6 +63,8 @@ class RunOptions:
     s3_endpoint_url: str | None = None
     #: Seconds between each host's metric samples (0: none).
     metrics_interval_seconds: float = 5.0
+    #: Save the image here once and load it on each host whose daemon lacks it (no registry needed).
+    ship_image: bool = False
     #: Told of each host's progress as it happens (the CLI's live view).
     observer: ProgressObserver | None = None
 
@@ -83,8 +87,21 @@ class _HostState:
     session: HostSession
     prepared: bool = False
     launched: bool = False
+    #: Whether the agent had to be sent to the host (it was not cached there).
+    agent_sent: bool = False
     outcome: HostOutcome | None = None
     position: FollowPosition = field(default_factory=FollowPosition)
+
+
+@dataclass(frozen=True, slots=True)
+class _Claim:
+    """A host leased for the job, its connection open and its agent installed."""
+
+    host: Host
+    transport: Transport
+    connect_started: float
+    connected: float
+    agent_sent: bool
 
 
 def s3_staging() -> Any:
@@ -115,6 +132,7 @@ class JobRunner:
         self._stop_reason: str | None = None
         self._stop_event = asyncio.Event()
         self._states: list[_HostState] = []
+        self._saved_image: SavedImage | None = None
 
     # -- stopping -------------------------------------------------------------
 
@@ -158,20 +176,25 @@ class JobRunner:
             except StagingError as exc:
                 cls = FailureClass.CLIENT if exc.client_error else FailureClass.INTERNAL
                 return self._finish_early(cls, str(exc))
-            plan = build_plan(self.job, self.arn, self.hosts, listings)
+            if self.options.ship_image:
+                try:
+                    self._saved_image = await asyncio.to_thread(save_image, self.job.app.image_uri)
+                except ImageError as exc:
+                    return self._finish_early(FailureClass.CLIENT, str(exc))
             bundle = agent_bundle()
-            for a in plan.assignments:
-                session = HostSession(
-                    transport_for(a.host, connect_timeout=self.options.connect_timeout),
-                    a.host.python,
-                    a.host.work_dir,
-                    a.job_dir,
-                    bundle,
-                )
-                self._states.append(_HostState(assignment=a, session=session))
+            claims, shortage = await self._claim_hosts(bundle)
+            if shortage is not None:
+                return self._finish_early(*shortage)
+            self.hosts = tuple(c.host for c in claims)
+            plan = build_plan(self.job, self.arn, self.hosts, listings)
+            for a, claim in zip(plan.assignments, claims, strict=True):
+                session = HostSession(claim.transport, a.host.python, a.host.work_dir, a.job_dir, bundle)
+                self._states.append(_HostState(assignment=a, session=session, agent_sent=claim.agent_sent))
                 if self.options.observer is not None:
                     self.options.observer.add_host(a.algo, a.host.name)
                 self.store.add_host(self.job.name, a.algo, a.host.name, Endpoint.from_host(a.host).to_dict(), a.job_dir)
+                for kind, at in (("connect_started", claim.connect_started), ("connected", claim.connected)):
+                    self.store.add_event(self.job.name, a.algo, kind, {}, at)
             sink = OutputSink(
                 {a.algo: self.store.log_path(self.job.name, a.algo) for a in plan.assignments},
                 self.options.console,
@@ -191,6 +214,8 @@ class JobRunner:
             if sink is not None:
                 sink.close()
             await asyncio.gather(*(s.session.transport.close() for s in self._states), return_exceptions=True)
+            if self._saved_image is not None:
+                self._saved_image.remove()
 
     def _uses_s3(self) -> bool:
         return any(is_s3_uri(i.uri) for i in self.job.inputs) or any(is_s3_uri(o.uri) for o in self.job.outputs)
@@ -247,17 +272,16 @@ class JobRunner:
                 if self._stop_reason is not None:
                     return
                 self.store.update_host(self.job.name, a.algo, status="Preparing")
+                sent = state.agent_sent
                 try:
-                    self._mark(state, "connect_started")
-                    await state.session.transport.connect()
-                    self._mark(state, "connected")
-                    sent = await state.session.install_agent()
                     deps_dir = await state.session.install_deps(deps) if deps is not None else None
                     s3 = s3_settings.get(a.host.name)
                     task = host_task(plan, a, self.options.stop_grace_seconds, s3, deps_dir)
                     task["metrics_interval_seconds"] = self.options.metrics_interval_seconds
                     await state.session.prepare(task)
                     self._mark(state, "agent_ready", agent_sent=sent)
+                    if self.options.ship_image:
+                        await self._ship_image(state)
                     self._mark(state, "staging_started")
                     staged_files, staged_bytes = await self._stage_inputs(state)
                     self._mark(state, "inputs_staged", objects=staged_files, bytes=staged_bytes)
@@ -307,6 +331,78 @@ class JobRunner:
             n, b = await state.session.stage_s3(remote, progress)
             files, size = files + n, size + b
         return files, size
+
+    async def _claim_hosts(self, bundle: AgentBundle) -> tuple[list[_Claim], tuple[FailureClass, str] | None]:
+        """Lease InstanceCount hosts, in inventory order, passing over busy or unreachable ones while spares remain.
+
+        Returns the claims, or (failure class, reason) when too few hosts could be had;
+        a lease is taken atomically on each host, so two jobs never share one.
+        """
+        need = self.job.cluster.instance_count
+        window = asyncio.Semaphore(self.options.fan_out)
+
+        async def claim(index: int, host: Host) -> tuple[int, _Claim | None, str, bool]:
+            transport = transport_for(host, connect_timeout=self.options.connect_timeout)
+            session = HostSession(transport, host.python, host.work_dir, "", bundle)
+            async with window:
+                started = time.time()
+                try:
+                    await transport.connect()
+                    connected = time.time()
+                    sent = await session.install_agent()
+                    answer = await session.lease(self.job.name, host.name)
+                except DistprocError as exc:
+                    await transport.close()
+                    return index, None, f"{host.name}: {exc}", False
+            if answer.get("leased"):
+                return index, _Claim(host, transport, started, connected, sent), "", False
+            await transport.close()
+            busy = answer.get("busy") or {}
+            why = (
+                f"{host.name} is busy with job {busy.get('job', '?')} (lease renewed {answer.get('age_seconds')} s ago)"
+            )
+            return index, None, why, True
+
+        claims: dict[int, _Claim] = {}
+        refused: list[tuple[str, bool]] = []
+        untried = list(enumerate(self.hosts))
+        while len(claims) < need and untried:
+            batch, untried = untried[: need - len(claims)], untried[need - len(claims) :]
+            for index, found, why, busy in await asyncio.gather(*(claim(i, h) for i, h in batch)):
+                if found is not None:
+                    claims[index] = found
+                else:
+                    refused.append((why, busy))
+                    self.log.warning("host passed over", reason=why)
+        if len(claims) == need:
+            return [claims[i] for i in sorted(claims)], None
+        for found in claims.values():
+            session = HostSession(found.transport, found.host.python, found.host.work_dir, "", bundle)
+            with contextlib.suppress(DistprocError):
+                await session.release(self.job.name)
+            await found.transport.close()
+        only_busy = all(busy for _, busy in refused)
+        reason = (
+            f"too few free hosts: the job needs {need} x {self.job.cluster.instance_type}, "
+            f"{len(claims)} could be had; " + "; ".join(why for why, _ in refused)
+        )
+        return [], (FailureClass.CLIENT if only_busy else FailureClass.INTERNAL, reason)
+
+    async def _ship_image(self, state: _HostState) -> None:
+        """Load the image saved here into the host's daemon, unless it has that image ID already."""
+        saved = self._saved_image
+        assert saved is not None, "saved in run() before any host is prepared"
+        if await state.session.image_id() == saved.image_id:
+            self._mark(state, "image_present", image_id=saved.image_id)
+            return
+        self._mark(state, "image_ship_started", bytes=saved.size)
+        loaded = await state.session.load_image(saved.path)
+        if loaded != saved.image_id:
+            raise AgentError(
+                f"{state.assignment.host.name}: after loading the shipped image, {saved.image} is {loaded}, "
+                f"not {saved.image_id}"
+            )
+        self._mark(state, "image_shipped", bytes=saved.size)
 
     def _mark(self, state: _HostState, kind: str, **data: Any) -> None:
         """A step of a host's timeline, as the coordinator saw it (see timeline.py)."""
@@ -522,6 +618,11 @@ class JobRunner:
     async def _cleanup_all(self) -> None:
         async def cleanup(state: _HostState) -> None:
             if not state.prepared:
+                # Cleanup releases the lease of a prepared host; this one's still needs giving back.
+                try:
+                    await state.session.release(self.job.name)
+                except DistprocError as exc:
+                    self.log.warning("could not release the host", host=state.assignment.algo, error=str(exc))
                 return
             try:
                 doc = await state.session.cleanup()

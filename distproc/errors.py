@@ -12,6 +12,7 @@ user is a bug.
     ├── RemoteCommandError   a command on a host failed (host, argv, status, stderr tail)
     ├── StagingError         data could not be moved to or from a host
     ├── AgentError           the host agent could not be installed, started or read
+    ├── ImageError           the job's image could not be saved here to ship to the hosts
     ├── StoreError           the job store could not be read or written
     ├── JobExistsError       a job of that name is already in the store
     └── JobNotFoundError     no job of that name in the store
@@ -102,6 +103,10 @@ class StagingError(DistprocError):
 
 class AgentError(DistprocError):
     """The host agent could not be installed, started or understood."""
+
+
+class ImageError(DistprocError):
+    """`--ship-image`: the image could not be found or saved on this machine."""
 
 
 class StoreError(DistprocError):

@@ -173,6 +173,37 @@ class HostSession:
             raise StagingError(f"{self.name}: {doc.get('error')}", client_error=bool(doc.get("client_error")))
         return doc
 
+    async def lease(self, job: str, holder: str) -> dict[str, Any]:
+        """Claim the host for a job: {"leased": True} or {"busy": lease, "age_seconds": n}."""
+        return await self.transport.run_json(self._agent("lease", self.work_dir, "--job", job, "--holder", holder))
+
+    async def release(self, job: str) -> None:
+        await self.transport.run_json(self._agent("release", self.work_dir, "--job", job))
+
+    async def image_id(self) -> str | None:
+        """The job image's ID on the host's daemon; None if the host lacks it."""
+        doc = await self.transport.run_json(self._agent("image-id", self.job_dir))
+        found = doc.get("id")
+        return found if isinstance(found, str) and found else None
+
+    async def load_image(self, saved: Path) -> str | None:
+        """Stream a `docker save` tar into the host's `docker load`; returns the image ID it then has."""
+        channel = await self.transport.open(self._agent("load-image", self.job_dir))
+        try:
+            with saved.open("rb") as tar:
+                while chunk := await asyncio.to_thread(tar.read, 1 << 20):
+                    await channel.write(chunk)
+            await channel.close_stdin()
+            result = await channel.wait()
+        except BaseException:
+            channel.abort()
+            raise
+        doc = parse_json_reply(self.name, result)
+        if "error" in doc or not result.ok:
+            raise AgentError(f"{self.name}: loading the shipped image failed: {doc.get('error')}")
+        found = doc.get("id")
+        return found if isinstance(found, str) and found else None
+
     async def metrics(self) -> dict[str, Any]:
         """The agent's metric samples: {"gpu": note or None, "samples": [...]}."""
         return await self.transport.run_json(self._agent("metrics", self.job_dir))

@@ -26,6 +26,8 @@ PHASE_OF_STEP = {
     "connect_started": "connecting",
     "connected": "installing agent",
     "agent_ready": "agent ready",
+    "image_ship_started": "shipping image",
+    "image_shipped": "image shipped",
     "staging_started": "staging inputs",
     "inputs_staged": "inputs staged",
     "agent_started": "checking image",

@@ -21,6 +21,8 @@ from typing import Any
 PHASES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("connect", ("connect_started",), ("connected",)),
     ("agent_ready", ("connected",), ("agent_ready",)),
+    # Only with `run --ship-image`, and only on hosts that lacked the image.
+    ("image_shipped", ("image_ship_started",), ("image_shipped",)),
     ("inputs_staged", ("staging_started",), ("inputs_staged",)),
     ("image_pull", ("agent_started",), ("image_ready",)),
     ("container_running", ("container_started",), ("container_exited",)),

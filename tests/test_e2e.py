@@ -87,6 +87,8 @@ def env(cluster: Cluster, tmp_path: Path) -> Iterator[Env]:
     for host in cluster.hosts:
         left = cluster.containers(host)
         assert left == [], f"containers left on {host.name}: {left}"
+        lease = host.work_dir / "lease.json"
+        assert not lease.exists(), f"lease left on {host.name}: {lease.read_text() if lease.exists() else ''}"
 
 
 def job_doc(

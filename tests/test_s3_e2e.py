@@ -75,6 +75,8 @@ def s3env(cluster: Cluster, moto: MotoServer, tmp_path: Path) -> Iterator[S3Env]
     yield e
     for host in cluster.hosts:
         assert cluster.containers(host) == [], f"containers left on {host.name}"
+        lease = host.work_dir / "lease.json"
+        assert not lease.exists(), f"lease left on {host.name}: {lease.read_text() if lease.exists() else ''}"
 
 
 def s3_input(

@@ -14,9 +14,9 @@ import shutil
 import sys
 from typing import Any, Dict, List, Optional
 
-from . import files, follow, netif, runner, staging
-from .container import Docker
-from .task import JobDir, TaskError, parse_task
+from . import files, follow, hostcheck, lease, netif, runner, staging
+from .container import Docker, DockerError
+from .task import DockerAccess, JobDir, TaskError, parse_task
 
 MIN_PYTHON = (3, 9)
 
@@ -40,6 +40,11 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         task = parse_task(doc)
     except (ValueError, TaskError) as exc:
         _print({"error": "bad task document: {}".format(exc)})
+        return 2
+    # Fail here, before any data is staged, if the job could not start anyway.
+    docker = hostcheck.docker_report(Docker(task.docker))
+    if not docker["ok"]:
+        _print({"error": "Docker is not reachable on this host: {}".format(docker["error"])})
         return 2
     if os.path.isdir(jobdir.root):
         pid = runner.agent_pid(jobdir)
@@ -113,6 +118,43 @@ def cmd_upload_s3(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lease(args: argparse.Namespace) -> int:
+    _print(lease.acquire(args.workdir, args.job, args.holder, args.stale_after))
+    return 0
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    _print({"released": lease.release(args.workdir, args.job)})
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Measure what this host offers (`distproc hosts check`)."""
+    access = DockerAccess(tuple(json.loads(args.docker)), args.docker_host or None)
+    _print(hostcheck.check(access, args.work_dir, args.deps, args.gpus))
+    return 0
+
+
+def cmd_image_id(args: argparse.Namespace) -> int:
+    """The ID of the job's image on this host's daemon, or null if it lacks it."""
+    task = JobDir(args.jobdir).load_task()
+    _print({"image": task.image, "id": Docker(task.docker).image_id(task.image)})
+    return 0
+
+
+def cmd_load_image(args: argparse.Namespace) -> int:
+    """`docker load` of the `docker save` tar on stdin, into the job's daemon."""
+    task = JobDir(args.jobdir).load_task()
+    docker = Docker(task.docker)
+    try:
+        said = docker.load(sys.stdin.buffer)
+    except DockerError as exc:
+        _print({"error": str(exc)})
+        return 1
+    _print({"loaded": said, "id": docker.image_id(task.image)})
+    return 0
+
+
 def cmd_metrics(args: argparse.Namespace) -> int:
     """The host's metric samples so far, and why there are no GPU ones if so."""
     from .metrics import read_samples
@@ -173,6 +215,8 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
                 os.unlink(path)
         except OSError as exc:
             problems.append("{}: {}".format(path, exc))
+    if task is not None:
+        lease.release(lease.work_dir_of(jobdir.root), task.job_name)
     _print({"removed": not problems, "problems": problems})
     return 0
 
@@ -190,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("stage-s3", cmd_stage_s3),
         ("upload-s3", cmd_upload_s3),
         ("metrics", cmd_metrics),
+        ("image-id", cmd_image_id),
+        ("load-image", cmd_load_image),
     ):
         p = sub.add_parser(name)
         p.add_argument("jobdir")
@@ -208,6 +254,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("jobdir")
     p.add_argument("--reason", default="stop requested")
     p.set_defaults(func=cmd_stop)
+    p = sub.add_parser("lease")
+    p.add_argument("workdir")
+    p.add_argument("--job", required=True)
+    p.add_argument("--holder", required=True, help="the inventory host taking it")
+    p.add_argument("--stale-after", type=float, default=lease.DEFAULT_STALE_AFTER)
+    p.set_defaults(func=cmd_lease)
+    p = sub.add_parser("release")
+    p.add_argument("workdir")
+    p.add_argument("--job", required=True)
+    p.set_defaults(func=cmd_release)
+    p = sub.add_parser("check")
+    p.add_argument("--work-dir", required=True)
+    p.add_argument("--docker", required=True, help="the docker command, as a JSON list")
+    p.add_argument("--docker-host", default="")
+    p.add_argument("--deps", default="", help="where pynvml is unpacked")
+    p.add_argument("--gpus", action="store_true", help="the inventory gives this host GPUs: probe them")
+    p.set_defaults(func=cmd_check)
     return parser
 
 
@@ -216,6 +279,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         _print({"error": "the distproc agent needs python >= 3.9, this is {}".format(sys.version.split()[0])})
         return 2
     args = build_parser().parse_args(argv)
+    if getattr(args, "jobdir", None):
+        # Anything done for a job shows it is alive: keep its lease on the host fresh.
+        root = os.path.abspath(args.jobdir)
+        lease.renew(lease.work_dir_of(root), os.path.basename(os.path.dirname(root)))
     try:
         return int(args.func(args))
     except TaskError as exc:

@@ -133,8 +133,25 @@ class Docker:
         )
 
     def image_present(self, image: str) -> bool:
-        status, _, _ = self.run(["image", "inspect", "--format", "{{.Id}}", image], check=False)
-        return status == 0
+        return self.image_id(image) is not None
+
+    def image_id(self, image: str) -> Optional[str]:
+        status, out, _ = self.run(["image", "inspect", "--format", "{{.Id}}", image], check=False)
+        return out.strip() or None if status == 0 else None
+
+    def load(self, stream: IO[bytes]) -> str:
+        """`docker load` from a stream (a `docker save` tar); returns what docker said."""
+        proc = subprocess.run(
+            self.argv(["load"]),
+            env=self.env(),
+            stdin=stream,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise DockerError(["load"], proc.returncode, proc.stderr.decode("utf-8", "replace"))
+        return proc.stdout.decode("utf-8", "replace").strip()
 
     def container_exists(self, name: str) -> bool:
         status, _, _ = self.run(["container", "inspect", "--format", "{{.Id}}", name], check=False)

@@ -20,13 +20,14 @@ import sys
 import threading
 from typing import Any, Dict, List, Optional, Tuple
 
-from . import staging
+from . import lease, staging
 from .container import Docker, DockerError, run_argv
 from .files import EventLog, now, read_json, read_message, write_atomic, write_json_atomic
 from .task import HostTask, JobDir, TaskError, env_lines
 
 # How often the watch loop wakes to check for a stop request or the deadline.
 WATCH_INTERVAL = 0.25
+LEASE_RENEW_SECONDS = 60.0
 
 
 def pid_alive(pid: int) -> bool:
@@ -148,11 +149,22 @@ def run(jobdir: JobDir) -> Dict[str, Any]:
     if os.path.exists(jobdir.stop_request):
         stop.set(_stop_reason(jobdir))
     sampler = _start_sampler(jobdir, task)
+    beating = threading.Event()
+    heartbeat = threading.Thread(target=_keep_lease, args=(jobdir, task, beating), daemon=True)
+    heartbeat.start()
     try:
         return _run_task(jobdir, task, events, stop, started, result)
     finally:
+        beating.set()
         if sampler is not None:
             sampler.stop()
+
+
+def _keep_lease(jobdir: JobDir, task: HostTask, done: threading.Event) -> None:
+    """Renew the host's lease while the job runs, however long that is."""
+    work_dir = lease.work_dir_of(jobdir.root)
+    while not done.wait(LEASE_RENEW_SECONDS):
+        lease.renew(work_dir, task.job_name)
 
 
 def _start_sampler(jobdir: JobDir, task: HostTask) -> Optional[Any]:

@@ -4,7 +4,9 @@ One file drives both ``ansible-playbook`` and ``distproc run``: distproc reads
 Ansible's connection variables (``ansible_host``, ``ansible_port``,
 ``ansible_user``, ``ansible_ssh_private_key_file``, ``ansible_connection``)
 and its own ``distproc_*`` variables, and refuses what it cannot honour (Jinja
-templates, unknown ``distproc_*`` names) rather than guess. See
+templates, unknown ``distproc_*`` names) rather than guess. A file in the
+format of Ansible's ``amazon.aws.aws_ec2`` plugin describes EC2 instances
+instead, found with boto3 when it is read (:mod:`distproc.inventory.ec2`). See
 docs/inventory.md for the variables, precedence and selection rules.
 
 >>> inventory = load_inventory("inventory/three-hosts.yaml")

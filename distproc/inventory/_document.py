@@ -77,13 +77,23 @@ class _Group:
 
 def read_document(path: Path, source: str) -> list[RawHost]:
     """Every host of the file at ``path`` in inventory order; ``source`` names it in errors."""
-    data = _load_yaml(path, source)
+    return read_groups(load_yaml(path, source), source)
+
+
+def read_groups(data: Any, source: str) -> list[RawHost]:
+    """Every host of an already loaded static inventory document, in inventory order."""
     reader = _Reader(source)
     reader.read(data)
     return reader.hosts()
 
 
-def _load_yaml(path: Path, source: str) -> Any:
+def check_variables(value: Any, owner: str, source: str) -> dict[str, Any]:
+    """``value`` as a mapping of variables, refused as a static file's would be (templates included)."""
+    return _Reader(source).variables(value, owner)
+
+
+def load_yaml(path: Path, source: str) -> Any:
+    """The file's YAML, read as Ansible would (``!unsafe`` kept), every failure an InventoryError."""
     try:
         text = path.read_bytes()
     except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
@@ -102,7 +112,7 @@ def _load_yaml(path: Path, source: str) -> Any:
         raise InventoryError(f"{source}: not valid YAML: {exc}") from exc
 
 
-def _kind(value: object) -> str:
+def kind_of(value: object) -> str:
     """A value's kind, for messages: 'a list', 'a mapping', "str 'x'"."""
     if value is None:
         return "nothing (null)"
@@ -145,7 +155,7 @@ class _Reader:
         if not isinstance(data, dict) or not data:
             raise self.fail(
                 f"the top level must be a mapping of group names (usually 'all:'), "
-                f"got {'an empty mapping' if data == {} else _kind(data)}"
+                f"got {'an empty mapping' if data == {} else kind_of(data)}"
             )
         for name, body in data.items():
             self.group(name, body, None if name == "all" else "all", "the top level")
@@ -161,7 +171,7 @@ class _Reader:
             return
         if not isinstance(body, dict):
             raise self.fail(
-                f"group {name}: must be a mapping with 'hosts', 'vars' and/or 'children', got {_kind(body)}"
+                f"group {name}: must be a mapping with 'hosts', 'vars' and/or 'children', got {kind_of(body)}"
             )
         for key, value in body.items():
             if key == "vars":
@@ -208,7 +218,7 @@ class _Reader:
         if isinstance(value, str) and value.isascii() and value.isdecimal() and len(value) < 10:
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 10**9:
-            raise self.fail(f"group {group}: ansible_group_priority must be a whole number (got {_kind(value)})")
+            raise self.fail(f"group {group}: ansible_group_priority must be a whole number (got {kind_of(value)})")
         return value
 
     def hosts_of(self, group: _Group, value: Any) -> None:
@@ -219,7 +229,7 @@ class _Reader:
         if not isinstance(value, dict):
             raise self.fail(
                 f"group {group.name}: hosts must be a mapping of host names to their "
-                f"variables (one 'name:' per line), got {_kind(value)}"
+                f"variables (one 'name:' per line), got {kind_of(value)}"
             )
         for pattern, host_vars in value.items():
             self.spend()
@@ -247,14 +257,14 @@ class _Reader:
             value = {value: None}  # as Ansible does for hosts and children
         if not isinstance(value, dict):
             raise self.fail(
-                f"group {group.name}: children must be a mapping of group names to groups, got {_kind(value)}"
+                f"group {group.name}: children must be a mapping of group names to groups, got {kind_of(value)}"
             )
         for child, body in value.items():
             self.group(child, body, group.name, f"group {group.name}: children")
 
     def variables(self, value: Any, owner: str) -> dict[str, Any]:
         if not isinstance(value, dict):
-            raise self.fail(f"{owner}: variables must be a mapping of names to values, got {_kind(value)}")
+            raise self.fail(f"{owner}: variables must be a mapping of names to values, got {kind_of(value)}")
         for key, item in value.items():
             if not isinstance(key, str) or not key:
                 raise self.fail(f"{owner}: variable name {key!r} must be a non-empty string")
@@ -265,7 +275,7 @@ class _Reader:
         if isinstance(value, str):
             if not isinstance(value, Unsafe) and any(m in value for m in _TEMPLATE_MARKERS):
                 raise self.fail(
-                    f"{owner}: {key} is a Jinja template ({_kind(value)}); distproc reads "
+                    f"{owner}: {key} is a Jinja template ({kind_of(value)}); distproc reads "
                     "values literally and does not template: write the value itself "
                     "(or tag it !unsafe if the braces are meant literally)"
                 )

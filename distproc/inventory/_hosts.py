@@ -16,7 +16,8 @@ from types import MappingProxyType
 from typing import Any, NoReturn
 
 from ..errors import InventoryError
-from ._document import RawHost, Unsafe, read_document
+from ._document import RawHost, Unsafe, load_yaml, read_groups
+from ._ec2_config import PLUGIN_NAMES
 from ._model import (
     DEFAULT_DOCKER_COMMAND,
     DEFAULT_PORT,
@@ -71,6 +72,10 @@ def load_inventory(path: str | Path) -> Inventory:
     :class:`~distproc.errors.InventoryError` naming the file, the host or
     group, and the variable.
 
+    A file whose top level has ``plugin: amazon.aws.aws_ec2`` (or ``aws_ec2``,
+    or ``distproc_ec2``) describes EC2 instances instead of listing hosts; it is
+    read by :func:`distproc.inventory.ec2.load_ec2_inventory`.
+
     >>> inventory = load_inventory("inventory/local.yaml")
     >>> [(h.name, h.connection, h.instance_type) for h in inventory.hosts]
     [('localhost', 'local', ('ml.m5.xlarge',))]
@@ -78,7 +83,7 @@ def load_inventory(path: str | Path) -> Inventory:
     path = Path(path)
     source = str(path)
     try:
-        raw_hosts = read_document(path, source)
+        data = load_yaml(path, source)
         base_dir = Path(os.path.abspath(path)).parent
         for folder in ("group_vars", "host_vars"):
             # Ansible would merge these into the hosts' variables; ignoring them would
@@ -88,16 +93,31 @@ def load_inventory(path: str | Path) -> Inventory:
                     f"{source}: {base_dir / folder} is beside the inventory, and distproc "
                     f"does not read {folder}/ folders; move those variables into {path.name}"
                 )
+        plugin = data.get("plugin") if isinstance(data, dict) else None
+        # A group's body is a mapping or nothing, so a string here is Ansible's plugin
+        # marker (its YAML plugin refuses such a file too), never a static group.
+        if isinstance(plugin, str):
+            if plugin not in PLUGIN_NAMES:
+                raise InventoryError(
+                    f"{source}: plugin: {plugin!r} is not an inventory plugin distproc reads; it reads "
+                    f"static YAML inventories and EC2 ones (plugin: {', '.join(sorted(PLUGIN_NAMES))})"
+                )
+            # Imported here: the EC2 module imports this one.
+            from .ec2 import load_ec2_inventory
+
+            return load_ec2_inventory(path, data)
+        raw_hosts = read_groups(data, source)
         memo: dict[int, object] = {}
-        hosts = tuple(_build_host(raw, source, base_dir, memo) for raw in raw_hosts)
+        hosts = tuple(build_host(raw, source, base_dir, memo) for raw in raw_hosts)
     except RecursionError as exc:
         # PyYAML recurses once per nesting level; a hostile file can exhaust the stack.
         raise InventoryError(f"{source}: nested too deeply to read") from exc
     return Inventory(path=path, hosts=hosts)
 
 
-def _build_host(raw: RawHost, source: str, base_dir: Path, memo: dict[int, object]) -> Host:
-    v = _Variables(raw, source, base_dir)
+def build_host(raw: RawHost, source: str, base_dir: Path, memo: dict[int, object], owner: str | None = None) -> Host:
+    """A checked Host from a host's merged variables; errors name ``owner`` (default ``host NAME``)."""
+    v = _Variables(raw, source, base_dir, owner or f"host {raw.name}")
     v.refuse_unknown()
     address = v.address("ansible_host", "ansible_ssh_host") or raw.name
     connection = v.connection()
@@ -135,15 +155,16 @@ def _build_host(raw: RawHost, source: str, base_dir: Path, memo: dict[int, objec
 class _Variables:
     """Typed reads of one host's merged variables, each failure naming file, host and variable."""
 
-    def __init__(self, raw: RawHost, source: str, base_dir: Path) -> None:
+    def __init__(self, raw: RawHost, source: str, base_dir: Path, owner: str) -> None:
         self.raw = raw
         self.source = source
         self.base_dir = base_dir
+        self.owner = owner
 
     def fail(self, name: str, rule: str, value: object) -> NoReturn:
         shown = repr(value)
         shown = shown if len(shown) <= 80 else shown[:77] + "..."
-        raise InventoryError(f"{self.source}: host {self.raw.name}: {name} {rule} (got {shown})")
+        raise InventoryError(f"{self.source}: {self.owner}: {name} {rule} (got {shown})")
 
     def get(self, name: str, alias: str | None = None) -> tuple[str, Any]:
         """The variable's value (None when unset), and which name it came from."""
@@ -152,7 +173,7 @@ class _Variables:
             other = self.raw.vars.get(alias)
             if value is not None and other is not None and other != value:
                 raise InventoryError(
-                    f"{self.source}: host {self.raw.name}: {name} ({value!r}) and its older "
+                    f"{self.source}: {self.owner}: {name} ({value!r}) and its older "
                     f"name {alias} ({other!r}) disagree; set only {name}"
                 )
             if value is None and other is not None:
@@ -165,7 +186,7 @@ class _Variables:
                 close = difflib.get_close_matches(name, KNOWN_DISTPROC_VARIABLES, n=1)
                 hint = f"; did you mean {close[0]}?" if close else ""
                 raise InventoryError(
-                    f"{self.source}: host {self.raw.name}: {name} is not a variable distproc "
+                    f"{self.source}: {self.owner}: {name} is not a variable distproc "
                     f"knows{hint} (known: {', '.join(sorted(KNOWN_DISTPROC_VARIABLES))})"
                 )
 

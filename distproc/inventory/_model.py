@@ -1,4 +1,4 @@
-"""The typed values an inventory file becomes: :class:`Host` and :class:`Inventory`."""
+"""The typed values an inventory file becomes: :class:`Host` and :class:`Inventory`, and an EC2 file's options."""
 
 from __future__ import annotations
 
@@ -86,3 +86,61 @@ class Inventory:
     def names(self) -> tuple[str, ...]:
         """Host names in inventory order."""
         return tuple(host.name for host in self.hosts)
+
+
+#: One describe-instances query: filter name to the values any of which matches.
+Filters = tuple[tuple[str, tuple[str, ...]], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where a value comes from on an instance: an attribute (``private-ip-address``) or a tag."""
+
+    kind: Literal["attribute", "tag"]
+    #: The EC2 field name (``PrivateIpAddress``) or the tag key.
+    key: str
+    #: As written in the file, for messages.
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Hostname:
+    """One ``hostnames`` entry: ``name``'s value, after ``prefix``'s value and ``separator`` if set."""
+
+    name: Source
+    prefix: Source | None = None
+    separator: str = "_"
+
+
+@dataclass(frozen=True, slots=True)
+class Expression:
+    """A ``compose`` value: a path into the instance's facts, or a literal."""
+
+    path: tuple[str, ...] | None
+    literal: object = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ec2Config:
+    """An EC2 inventory file's options, every one checked."""
+
+    source: str
+    plugin: str
+    #: Empty: boto3's default region (AWS_DEFAULT_REGION, ~/.aws/config).
+    regions: tuple[str, ...]
+    #: One query each (``filters`` first, then ``include_filters``); an instance matching any is in.
+    include_filters: tuple[Filters, ...]
+    #: One query each; an instance matching any is out.
+    exclude_filters: tuple[Filters, ...]
+    hostnames: tuple[Hostname, ...]
+    #: First that the instance has is ``ansible_host``, unless compose sets it.
+    address: tuple[Source, ...]
+    #: None when ``vars`` or ``compose`` give ``distproc_instance_type`` instead.
+    instance_type_from: Source | None
+    instance_type_map: Mapping[str, tuple[str, ...]]
+    compose: Mapping[str, Expression]
+    vars: Mapping[str, object]
+    strict: bool
+    endpoint_url: str | None
+    profile: str | None
+    page_size: int | None

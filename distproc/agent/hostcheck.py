@@ -1,0 +1,72 @@
+"""What a host offers a job, measured on the host: Docker, GPUs, disk, clock.
+
+`distproc hosts check` asks for all of it; `prepare` (every `run`) asks
+whether Docker answers before any data is staged.
+Judging fitness is the coordinator's (distproc/hostcheck.py): this only
+measures, and never raises.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from typing import Any, Dict
+
+from .container import Docker, DockerError
+from .task import DockerAccess
+
+
+def docker_report(docker: Docker) -> Dict[str, Any]:
+    try:
+        _, out, _ = docker.run(["version", "--format", "{{.Server.Version}}"], timeout=30)
+    except DockerError as exc:
+        return {"ok": False, "error": exc.stderr.strip()[-300:] or str(exc)}
+    report: Dict[str, Any] = {"ok": True, "version": out.strip()}
+    try:
+        _, runtimes, _ = docker.run(["info", "--format", "{{json .Runtimes}}"], timeout=30)
+        report["runtimes"] = sorted(json.loads(runtimes or "{}"))
+    except (DockerError, ValueError):
+        report["runtimes"] = []
+    return report
+
+
+def disk_report(work_dir: str) -> Dict[str, Any]:
+    """Free space where the work folder is (or would be: its nearest existing parent)."""
+    path = work_dir
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    try:
+        st = os.statvfs(path)
+    except OSError as exc:
+        return {"path": path, "error": str(exc)}
+    return {"path": path, "free_bytes": st.f_bavail * st.f_frsize, "total_bytes": st.f_blocks * st.f_frsize}
+
+
+def gpu_report(deps_dir: str) -> Dict[str, Any]:
+    if deps_dir and deps_dir not in sys.path:
+        sys.path.insert(0, deps_dir)
+    from . import gpu
+
+    report = gpu.probe()
+    # The container toolkit: `docker run --gpus` needs its hook on the host.
+    report["container_toolkit"] = bool(
+        shutil.which("nvidia-container-runtime-hook") or shutil.which("nvidia-container-toolkit")
+    )
+    return report
+
+
+def check(
+    access: DockerAccess, work_dir: str, deps_dir: str = "", gpus: bool = False, fast: bool = False
+) -> Dict[str, Any]:
+    report: Dict[str, Any] = {
+        "python": list(sys.version_info[:3]),
+        "docker": docker_report(Docker(access)),
+        "disk": disk_report(work_dir),
+    }
+    report["gpu"] = gpu_report(deps_dir) if gpus else None
+    # Last, so the coordinator's round trip brackets it as tightly as it can.
+    report["time"] = time.time()
+    return report
