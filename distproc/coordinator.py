@@ -22,6 +22,7 @@ from typing import IO, TYPE_CHECKING, Any, Protocol
 
 import structlog
 
+from .agent.ecr import ecr_registry
 from .bundle import AgentBundle, agent_bundle
 from .console import OutputSink
 from .depsbundle import deps_bundle
@@ -102,6 +103,10 @@ class _Claim:
     connect_started: float
     connected: float
     agent_sent: bool
+
+
+def is_ecr_image(image: str) -> bool:
+    return ecr_registry(image) is not None
 
 
 def s3_staging() -> Any:
@@ -244,8 +249,8 @@ class JobRunner:
         return listings
 
     def _s3_for_hosts(self) -> dict[str, dict[str, Any]]:
-        """Each host's S3 settings for its agent, with forwarded credentials if asked."""
-        if not self._uses_s3():
+        """Each host's AWS settings for its agent (S3 staging, ECR login), with forwarded credentials if asked."""
+        if not (self._uses_s3() or is_ecr_image(self.job.app.image_uri)):
             return {}
         credentials = None
         if self.options.aws_credentials == "forward":

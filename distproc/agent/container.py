@@ -100,12 +100,14 @@ class Docker:
         extra_env: Optional[Dict[str, str]] = None,
         check: bool = True,
         timeout: Optional[float] = 120,
+        input: Optional[str] = None,
     ) -> Tuple[int, str, str]:
         try:
             proc = subprocess.run(
                 self.argv(args),
                 env=self.env(extra_env),
-                stdin=subprocess.DEVNULL,
+                input=input.encode("utf-8") if input is not None else None,
+                stdin=subprocess.DEVNULL if input is None else None,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 timeout=timeout,

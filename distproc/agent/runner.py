@@ -20,7 +20,7 @@ import sys
 import threading
 from typing import Any, Dict, List, Optional, Tuple
 
-from . import lease, staging
+from . import ecr, lease, staging
 from .container import Docker, DockerError, run_argv
 from .files import EventLog, now, read_json, read_message, write_atomic, write_json_atomic
 from .task import HostTask, JobDir, TaskError, env_lines
@@ -194,6 +194,8 @@ def _run_task(
     docker = Docker(task.docker)
     try:
         _ensure_image(docker, task, events, stop)
+    except ecr.EcrLoginError as exc:
+        return _finish(jobdir, events, result, "ClientError", "cannot pull image {}: {}".format(task.image, exc))
     except DockerError as exc:
         return _finish(
             jobdir,
@@ -220,6 +222,10 @@ def _ensure_image(docker: Docker, task: HostTask, events: EventLog, stop: StopFl
     if docker.image_present(task.image):
         events.emit("image_ready", pulled=False)
         return
+    if ecr.ecr_registry(task.image):
+        if task.deps_dir and task.deps_dir not in sys.path:
+            sys.path.insert(0, task.deps_dir)  # the shipped boto3
+        events.emit("registry_login", registry=ecr.login(docker, task.image, dict(task.s3 or {})))
     events.emit("image_pull_started", image=task.image)
     docker.run(["pull", task.image], timeout=None)
     events.emit("image_ready", pulled=True)
