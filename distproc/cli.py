@@ -142,6 +142,11 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(func=cmd_list)
 
+    attach = sub.add_parser("attach", help="take over a job whose `run` died: follow it to its end and record it")
+    attach.add_argument("name")
+    attach.add_argument("--quiet", action="store_true", help="do not print container output")
+    attach.set_defaults(func=cmd_attach)
+
     stop = sub.add_parser("stop", help="stop a running job (SIGINT, grace period, SIGKILL)")
     stop.add_argument("name")
     stop.set_defaults(func=cmd_stop)
@@ -259,7 +264,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         if view is not None:
             view.close()
             configure(args.log_format, args.verbose)
-    print(f"\n{job.name}: {outcome.status.value}", file=sys.stderr)
+    return _report_outcome(job.name, outcome)
+
+
+def _report_outcome(name: str, outcome: Any) -> int:
+    print(f"\n{name}: {outcome.status.value}", file=sys.stderr)
     if outcome.failure_reason:
         print(f"FailureReason: {outcome.failure_reason}", file=sys.stderr)
     if outcome.stop_reason:
@@ -299,12 +308,37 @@ async def _tick(view: Any) -> None:
         view.tick()
 
 
+def cmd_attach(args: argparse.Namespace) -> int:
+    from .attach import attach
+    from .coordinator import RunOptions
+
+    store = _store(args)
+    options = RunOptions(console=None if args.quiet else sys.stdout)
+
+    async def main() -> Any:
+        loop = asyncio.get_running_loop()
+        for sig, why in ((signal.SIGINT, "interrupted (Ctrl-C)"), (signal.SIGTERM, "terminated (SIGTERM)")):
+            # Ctrl-C on attach stops the job, as on run: the attached runner watches the store's stop flag.
+            loop.add_signal_handler(sig, store.request_stop, args.name, why)
+        return await attach(store, args.name, options)
+
+    _, outcome = asyncio.run(main())
+    return _report_outcome(args.name, outcome)
+
+
 def cmd_describe(args: argparse.Namespace) -> int:
+    from .attach import coordinator_alive
     from .timeline import job_timeline
     from .views import describe_document, describe_text, timeline_text
 
     store = _store(args)
     job = store.get_job(args.name)
+    if job.status in ("InProgress", "Stopping") and not coordinator_alive(job.coordinator_pid):
+        print(
+            f"distproc: the process that ran {job.name} (pid {job.coordinator_pid}) is gone; its hosts carry on: "
+            f"`distproc attach {job.name}` takes the job over",
+            file=sys.stderr,
+        )
     timeline = job_timeline(store.events(args.name))
     if args.json:
         print(json.dumps(describe_document(job, timeline, store.metrics(args.name)), indent=2))

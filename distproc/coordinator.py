@@ -35,7 +35,7 @@ from .plan import DEFAULT_STOP_GRACE_SECONDS, HostAssignment, JobPlan, SourceFil
 from .spec import ProcessingJob, job_arn
 from .staging import is_s3_uri
 from .staging.local_files import file_uri_path, list_prefix
-from .store import Store
+from .store import JobRecord, Store
 from .transport import Endpoint, Transport, transport_for
 
 if TYPE_CHECKING:
@@ -337,6 +337,62 @@ class JobRunner:
             files, size = files + n, size + b
         return files, size
 
+    async def resume(self, record: JobRecord) -> JobOutcome:
+        """Take over a job whose coordinator died (`distproc attach`): follow, collect, clean up, record.
+
+        The agents kept running (they outlive SSH and the coordinator, and keep
+        their own MaxRuntimeInSeconds deadline); each is followed from where the
+        log file here ends, so no output is written twice.
+        """
+        bundle = agent_bundle()
+        log_paths = {h.algo: self.store.log_path(self.job.name, h.algo) for h in record.hosts}
+        for h in record.hosts:
+            endpoint = Endpoint.from_dict(h.endpoint)
+            host = Host(
+                name=endpoint.name,
+                address=endpoint.address,
+                port=endpoint.port,
+                user=endpoint.user,
+                key_file=endpoint.key_file,
+                connection="local" if endpoint.connection == "local" else "ssh",
+                python=endpoint.python,
+                work_dir=endpoint.work_dir,
+                known_hosts=endpoint.known_hosts,
+            )
+            transport = transport_for(endpoint, connect_timeout=self.options.connect_timeout)
+            state = _HostState(
+                assignment=HostAssignment(h.algo, host, h.job_dir, ()),
+                session=HostSession(transport, endpoint.python, endpoint.work_dir, h.job_dir, bundle),
+                prepared=True,
+                launched=h.status not in ("Pending", "Preparing"),
+            )
+            path = log_paths[h.algo]
+            state.position = FollowPosition(events=0, log=path.stat().st_size if path.exists() else 0)
+            self._states.append(state)
+            if self.options.observer is not None:
+                self.options.observer.add_host(h.algo, host.name)
+        self.log.info("attached", hosts=len(self._states), coordinator_pid_was=record.coordinator_pid)
+        sink = OutputSink(log_paths, self.options.console)
+        try:
+            for state in self._states:
+                if not state.launched:
+                    self._host_failed(
+                        state, FailureClass.INTERNAL, "the coordinator stopped before this host's container was started"
+                    )
+            if not all(s.launched for s in self._states):
+                await self._stop_hosts("another host was never started")
+            poller = asyncio.ensure_future(self._poll_store_for_stop())
+            try:
+                await self._watch_all(sink)
+            finally:
+                poller.cancel()
+            await self._collect_outputs()
+            await self._cleanup_all()
+            return self._finish()
+        finally:
+            sink.close()
+            await asyncio.gather(*(s.session.transport.close() for s in self._states), return_exceptions=True)
+
     async def _claim_hosts(self, bundle: AgentBundle) -> tuple[list[_Claim], tuple[FailureClass, str] | None]:
         """Lease InstanceCount hosts, in inventory order, passing over busy or unreachable ones while spares remain.
 
@@ -446,6 +502,10 @@ class JobRunner:
         await asyncio.gather(*(launch(s) for s in self._states))
         if not all(s.launched for s in self._states):
             await self._stop_hosts("another host failed to start")
+        await self._watch_all(sink)
+
+    async def _watch_all(self, sink: OutputSink) -> None:
+        """Follow every launched host to its result, stopping them all when asked."""
         watchers = [asyncio.ensure_future(self._watch(s, sink)) for s in self._states if s.launched]
         stopper = asyncio.ensure_future(self._stop_event.wait())
         pending: set[asyncio.Future[Any]] = set(watchers)

@@ -221,6 +221,18 @@ class Store:
         ).fetchall()
         return [{"algo": r["algo"], "time": r["time"], "kind": r["kind"], **json.loads(r["data"])} for r in rows]
 
+    def take_over(self, name: str, expected_pid: int | None) -> bool:
+        """Make this process the job's coordinator, if the recorded one is still `expected_pid`.
+
+        Two `attach` commands racing for one job: only one sees its update land.
+        """
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE jobs SET coordinator_pid = ?, last_modified = ? WHERE name = ? AND coordinator_pid IS ?",
+                (os.getpid(), time.time(), name, expected_pid),
+            )
+            return cur.rowcount == 1
+
     def set_metrics(self, job: str, algo: str, gpu: Mapping[str, Any] | None, samples: list[dict[str, Any]]) -> None:
         """A host's metric samples (replacing any earlier copy) and its GPU note."""
         with self._tx() as db:

@@ -1,0 +1,60 @@
+"""`distproc attach NAME`: finish the bookkeeping of a job whose `run` died.
+
+A coordinator killed mid-job (SIGKILL, a lost laptop) leaves the job
+InProgress in the store while its agents carry on. `attach` takes the job
+over, reconnects to every host, follows it to its end, uploads the outputs,
+cleans up, and records the outcome, as `run` would have.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .coordinator import JobRunner, RunOptions
+from .errors import SpecError, Violation
+from .outcome import JobOutcome
+from .spec import parse_job
+from .store import JobRecord, Store
+
+
+def coordinator_alive(pid: int | None) -> bool:
+    """Whether a distproc process with this pid still runs on this machine."""
+    if pid is None or pid == os.getpid():
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"distproc" in cmdline
+
+
+def check_attachable(job: JobRecord) -> None:
+    if job.status not in ("InProgress", "Stopping"):
+        raise SpecError(
+            [Violation("ProcessingJobName", f"job {job.name!r} is {job.status}: there is nothing to attach to")],
+            source="attach request",
+        )
+    if coordinator_alive(job.coordinator_pid):
+        raise SpecError(
+            [
+                Violation(
+                    "ProcessingJobName",
+                    f"job {job.name!r} is still run by distproc pid {job.coordinator_pid}; "
+                    "use `distproc logs --follow` to watch it",
+                )
+            ],
+            source="attach request",
+        )
+
+
+async def attach(store: Store, name: str, options: RunOptions) -> tuple[JobRunner, JobOutcome]:
+    job = store.get_job(name)
+    check_attachable(job)
+    if not store.take_over(name, job.coordinator_pid):
+        raise SpecError(
+            [Violation("ProcessingJobName", f"another process took over job {name!r} just now")],
+            source="attach request",
+        )
+    runner = JobRunner(parse_job(dict(job.request)), (), store, job.inventory, options)
+    return runner, await runner.resume(job)
