@@ -7,6 +7,13 @@
 >>> outcome = asyncio.run(JobRunner(job, hosts, Store()).run())
 >>> outcome.status
 <JobStatus.COMPLETED: 'Completed'>
+
+The SageMaker SDK's processing API (docs/python-api.md):
+
+>>> from distproc import ProcessingInput, ProcessingOutput, ScriptProcessor
+>>> processor = ScriptProcessor(image_uri="prep:1", command=["python3"], instance_count=3,
+...                             instance_type="ml.m5.xlarge", inventory="inventory/three-hosts.yaml")
+>>> processor.run(code="prep.py", inputs=[ProcessingInput(source="data/", destination="/opt/ml/processing/input")])
 """
 
 from .coordinator import JobRunner, RunOptions
@@ -26,6 +33,14 @@ from .errors import (
 )
 from .inventory import Host, Inventory, load_inventory, select_hosts
 from .outcome import JobOutcome, JobStatus
+from .processing import (
+    JobHandle,
+    ProcessingInput,
+    ProcessingOutput,
+    Processor,
+    ScriptProcessor,
+    UnexpectedStatusError,
+)
 from .spec import ProcessingJob, load_job, parse_job
 from .store import Store
 
@@ -40,17 +55,23 @@ __all__ = [
     "Inventory",
     "InventoryError",
     "JobExistsError",
+    "JobHandle",
     "JobNotFoundError",
     "JobOutcome",
     "JobRunner",
     "JobStatus",
+    "ProcessingInput",
     "ProcessingJob",
+    "ProcessingOutput",
+    "Processor",
     "RemoteCommandError",
     "RunOptions",
+    "ScriptProcessor",
     "SpecError",
     "StagingError",
     "Store",
     "StoreError",
+    "UnexpectedStatusError",
     "Violation",
     "__version__",
     "load_inventory",

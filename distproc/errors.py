@@ -14,6 +14,7 @@ user is a bug.
     ├── AgentError           the host agent could not be installed, started or read
     ├── ImageError           the job's image could not be saved here to ship to the hosts
     ├── StoreError           the job store could not be read or written
+    ├── UnexpectedStatusError  a processor's wait() found the job Failed (the SDK's UnexpectedStatusException)
     ├── JobExistsError       a job of that name is already in the store
     └── JobNotFoundError     no job of that name in the store
 """
@@ -130,3 +131,14 @@ class JobNotFoundError(DistprocError):
     def __init__(self, name: str) -> None:
         self.name = name
         super().__init__(f"no job named {name!r} in the job store")
+
+
+class UnexpectedStatusError(DistprocError):
+    """``wait()`` found the job Failed, where the SDK raises UnexpectedStatusException."""
+
+    def __init__(self, job_name: str, actual_status: str, failure_reason: str | None) -> None:
+        self.job_name = job_name
+        self.actual_status = actual_status
+        self.failure_reason = failure_reason
+        self.allowed_statuses = ("Completed", "Stopped")
+        super().__init__(f"Error for Processing job {job_name}: {actual_status}. Reason: {failure_reason}")
