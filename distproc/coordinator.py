@@ -410,8 +410,7 @@ class JobRunner:
                 try:
                     await transport.connect()
                     connected = time.time()
-                    sent = await session.install_agent()
-                    answer = await session.lease(self.job.name, host.name)
+                    answer, sent = await session.claim(self.job.name, host.name)
                 except DistprocError as exc:
                     await transport.close()
                     return index, None, f"{host.name}: {exc}", False
@@ -621,16 +620,12 @@ class JobRunner:
             self._mark(state, "upload_started")
             await self._upload_outputs(state)
             self._mark(state, "outputs_uploaded")
-            await self._fetch_metrics(state)
 
         await asyncio.gather(*(collect(s) for s in self._states))
 
-    async def _fetch_metrics(self, state: _HostState) -> None:
-        """Copy the host's samples into the store; a host that cannot answer just has none."""
-        try:
-            doc = await state.session.metrics()
-        except DistprocError as exc:
-            self.log.warning("metrics unavailable", host=state.assignment.algo, error=str(exc))
+    def _keep_metrics(self, state: _HostState, doc: Any) -> None:
+        """The host's samples, as its cleanup answered them; a host that sent none just has none."""
+        if not isinstance(doc, dict):
             return
         samples = doc.get("samples")
         gpu = doc.get("gpu")
@@ -694,6 +689,7 @@ class JobRunner:
             except DistprocError as exc:
                 self.log.warning("cleanup failed", host=state.assignment.algo, error=str(exc))
                 return
+            self._keep_metrics(state, doc.get("metrics"))
             if doc.get("problems"):
                 self.log.warning("cleanup incomplete", host=state.assignment.algo, problems=doc["problems"])
 

@@ -7,6 +7,7 @@ shell string); structured data goes over stdin; answers come back as JSON.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import queue
@@ -173,9 +174,19 @@ class HostSession:
             raise StagingError(f"{self.name}: {doc.get('error')}", client_error=bool(doc.get("client_error")))
         return doc
 
-    async def lease(self, job: str, holder: str) -> dict[str, Any]:
-        """Claim the host for a job: {"leased": True} or {"busy": lease, "age_seconds": n}."""
-        return await self.transport.run_json(self._agent("lease", self.work_dir, "--job", job, "--holder", holder))
+    async def claim(self, job: str, holder: str) -> tuple[dict[str, Any], bool]:
+        """Lease the host for a job: ({"leased": True} or {"busy": lease, ...}, whether the agent was sent).
+
+        The cached agent is tried first, so a host that has it costs one round trip;
+        only when that fails is the agent probed for, installed, and asked again.
+        """
+        argv = self._agent("lease", self.work_dir, "--job", job, "--holder", holder)
+        result = await self.transport.run(argv, check=False)
+        if result.ok:
+            with contextlib.suppress(AgentError):
+                return parse_json_reply(self.name, result), False
+        sent = await self.install_agent()
+        return await self.transport.run_json(argv), sent
 
     async def release(self, job: str) -> None:
         await self.transport.run_json(self._agent("release", self.work_dir, "--job", job))
@@ -203,10 +214,6 @@ class HostSession:
             raise AgentError(f"{self.name}: loading the shipped image failed: {doc.get('error')}")
         found = doc.get("id")
         return found if isinstance(found, str) and found else None
-
-    async def metrics(self) -> dict[str, Any]:
-        """The agent's metric samples: {"gpu": note or None, "samples": [...]}."""
-        return await self.transport.run_json(self._agent("metrics", self.job_dir))
 
     async def launch(self) -> int:
         doc = await self.transport.run_json(self._agent("launch", self.job_dir))

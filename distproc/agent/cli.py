@@ -155,15 +155,6 @@ def cmd_load_image(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_metrics(args: argparse.Namespace) -> int:
-    """The host's metric samples so far, and why there are no GPU ones if so."""
-    from .metrics import read_samples
-
-    gpu, samples = read_samples(JobDir(args.jobdir).metrics)
-    _print({"gpu": gpu, "samples": samples})
-    return 0
-
-
 def cmd_launch(args: argparse.Namespace) -> int:
     jobdir = JobDir(args.jobdir)
     if not os.path.exists(jobdir.task):
@@ -217,7 +208,11 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
             problems.append("{}: {}".format(path, exc))
     if task is not None:
         lease.release(lease.work_dir_of(jobdir.root), task.job_name)
-    _print({"removed": not problems, "problems": problems})
+    from .metrics import read_samples
+
+    # The samples stay on the host; sending them here saves the coordinator a round trip.
+    gpu, samples = read_samples(jobdir.metrics)
+    _print({"removed": not problems, "problems": problems, "metrics": {"gpu": gpu, "samples": samples}})
     return 0
 
 
@@ -233,7 +228,6 @@ def build_parser() -> argparse.ArgumentParser:
         ("cleanup", cmd_cleanup),
         ("stage-s3", cmd_stage_s3),
         ("upload-s3", cmd_upload_s3),
-        ("metrics", cmd_metrics),
         ("image-id", cmd_image_id),
         ("load-image", cmd_load_image),
     ):
