@@ -210,6 +210,9 @@ class JobRunner:
                 await self._prepare_all(plan, s3_settings)
                 if all(s.prepared for s in self._states) and self._stop_reason is None:
                     await self._launch_and_watch(sink)
+                elif any(s.launched for s in self._states):
+                    await self._stop_hosts(self._stop_reason or "another host could not be prepared")
+                    await self._watch_all(sink)
             finally:
                 poller.cancel()
             await self._collect_outputs()
@@ -283,7 +286,12 @@ class JobRunner:
                     s3 = s3_settings.get(a.host.name)
                     task = host_task(plan, a, self.options.stop_grace_seconds, s3, deps_dir)
                     task["metrics_interval_seconds"] = self.options.metrics_interval_seconds
-                    await state.session.prepare(task)
+                    # A host with nothing to receive starts at once (one round trip fewer); if
+                    # another host then fails to prepare, it is stopped like any running host.
+                    launch_now = not a.inputs and not self.options.ship_image
+                    if await state.session.prepare(task, launch=launch_now) is not None:
+                        state.launched = True
+                        self.store.update_host(self.job.name, a.algo, status="InProgress")
                     self._mark(state, "agent_ready", agent_sent=sent)
                     if self.options.ship_image:
                         await self._ship_image(state)
@@ -491,6 +499,8 @@ class JobRunner:
 
     async def _launch_and_watch(self, sink: OutputSink) -> None:
         async def launch(state: _HostState) -> None:
+            if state.launched:
+                return  # started by its prepare
             try:
                 await state.session.launch()
                 state.launched = True

@@ -98,8 +98,11 @@ class HostSession:
         await self.transport.run([self.python, "-c", INSTALL_SCRIPT, self.agent_path], input=self.bundle.data)
         return True
 
-    async def prepare(self, task: dict[str, Any]) -> None:
-        await self.transport.run_json(self._agent("prepare", self.job_dir), input=json.dumps(task).encode())
+    async def prepare(self, task: dict[str, Any], launch: bool = False) -> int | None:
+        """Write the task on the host; with `launch`, start it too and return the agent's pid."""
+        argv = self._agent("prepare", self.job_dir, *(["--launch"] if launch else []))
+        doc = await self.transport.run_json(argv, input=json.dumps(task).encode())
+        return int(doc["pid"]) if launch else None
 
     async def push_files(self, container_path: str, files: tuple[SourceFile, ...]) -> tuple[int, int]:
         """Send files (a tar stream) into a path under /opt/ml on the host."""

@@ -240,3 +240,12 @@ def test_two_jobs_started_at_once_never_share_a_host(env: Env, cluster: Cluster)
 
 def _exists(env: Env, name: str) -> bool:
     return env.cli("describe", name).returncode == 0
+
+
+def test_a_leftover_container_of_the_same_identity_is_replaced(env: Env, cluster: Cluster) -> None:
+    """A container left under the job's name (an earlier attempt) is removed, and the job runs."""
+    h1 = cluster.hosts[0]
+    cluster.docker(h1, "create", "--name", "distproc-leftover-algo-1", cluster.busybox_image, "true")
+    result = env.run_job(job_doc("leftover", count=1, entrypoint=["true"]))
+    assert result.returncode == 0, result.stderr
+    assert env.describe("leftover")["ProcessingJobStatus"] == "Completed"

@@ -62,7 +62,7 @@ def test_agent_bundle_is_deterministic_and_standalone() -> None:
     names = zipfile.ZipFile(BytesIO(bundle.data)).namelist()
     assert "__main__.py" in names
     assert all(n == "__main__.py" or n.startswith("distproc_agent/") for n in names)
-    assert bundle.remote_path("/w/") == f"/w/agent/distproc-agent-{bundle.digest}.pyz"
+    assert bundle.remote_path("/w/") == f"/w/agent/distproc-agent-{bundle.digest}"
     agent_bundle.cache_clear()
     assert agent_bundle().digest == bundle.digest
 

@@ -68,6 +68,10 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     for path in task.local_paths:
         os.makedirs(jobdir.host_path(path), exist_ok=True)
     files.EventLog(jobdir.events).emit("prepared")
+    if args.launch:
+        # Nothing to stage: start at once, which saves the coordinator a round trip per host.
+        _print({"jobdir": jobdir.root, "pid": runner.launch(jobdir)})
+        return 0
     _print({"jobdir": jobdir.root})
     return 0
 
@@ -220,8 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="distproc-agent")
     sub = parser.add_subparsers(dest="verb", required=True)
     sub.add_parser("probe").set_defaults(func=cmd_probe)
+    p = sub.add_parser("prepare")
+    p.add_argument("jobdir")
+    p.add_argument("--launch", action="store_true", help="launch the task as soon as it is prepared")
+    p.set_defaults(func=cmd_prepare)
     for name, func in (
-        ("prepare", cmd_prepare),
         ("launch", cmd_launch),
         ("run", cmd_run),
         ("status", cmd_status),

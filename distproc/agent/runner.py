@@ -241,13 +241,17 @@ def _run_container(
     result: Dict[str, Any],
 ) -> None:
     name = task.container_name
-    docker.remove(name)  # a leftover of an earlier attempt under the same identity
     file_lines, inherited = env_lines(task.environment)
     write_atomic(jobdir.env_file, "".join(line + "\n" for line in file_lines).encode("utf-8"), 0o600)
     inherited_values = {k: v for k, v in task.environment if k in set(inherited)}
     try:
         argv = run_argv(_with_resolved_hosts(task), jobdir.ml, jobdir.env_file, inherited)
         status, _, err = docker.run(argv, extra_env=inherited_values, check=False, timeout=300)
+        if status != 0 and "is already in use" in err:
+            # A leftover of an earlier attempt under the same identity: removed only when
+            # it is there, which saves every other start a docker call.
+            docker.remove(name)
+            status, _, err = docker.run(argv, extra_env=inherited_values, check=False, timeout=300)
     finally:
         # Docker has read the values once the container exists; keep no copy on disk.
         os.unlink(jobdir.env_file)
