@@ -8,15 +8,38 @@ scrapes text. Failures print {"error": ...} and exit non-zero.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import shutil
 import sys
 from typing import Any, Dict, List, Optional
 
-from . import files, follow, hostcheck, lease, netif, runner, staging
+from . import lease
 from .container import Docker, DockerError
 from .task import DockerAccess, JobDir, TaskError, parse_task
+
+
+class _OnFirstUse:
+    """A sibling module imported when first used: each call runs one verb, and
+    importing every module for every verb was most of a short call's time."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._module: Any = None
+
+    def __getattr__(self, attr: str) -> Any:
+        if self._module is None:
+            self._module = importlib.import_module("." + self._name, __package__)
+        return getattr(self._module, attr)
+
+
+files = _OnFirstUse("files")
+follow = _OnFirstUse("follow")
+hostcheck = _OnFirstUse("hostcheck")
+netif = _OnFirstUse("netif")
+runner = _OnFirstUse("runner")
+staging = _OnFirstUse("staging")
 
 MIN_PYTHON = (3, 9)
 
@@ -179,7 +202,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_follow(args: argparse.Namespace) -> int:
-    return follow.follow(JobDir(args.jobdir), args.events_offset, args.log_offset)
+    return int(follow.follow(JobDir(args.jobdir), args.events_offset, args.log_offset))
 
 
 def cmd_stop(args: argparse.Namespace) -> int:

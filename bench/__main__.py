@@ -1,0 +1,30 @@
+"""Every benchmark in docs/benchmarks.md, one after the other, with one command:
+
+    sudo .venv/bin/python -m bench            # about 25 minutes on a 2-core machine
+
+Each script builds the namespace test cluster it needs, installs the tool it
+is compared with (aws CLI, pdsh) if missing, prints its Markdown table and
+writes bench/results/<name>.json.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+SCRIPTS = ("bench.staging", "bench.launch")
+
+
+def main() -> int:
+    failed = []
+    for module in SCRIPTS:
+        print(f"== {module}", flush=True)
+        if subprocess.run([sys.executable, "-m", module, *sys.argv[1:]], check=False).returncode != 0:
+            failed.append(module)
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
