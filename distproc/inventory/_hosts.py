@@ -46,6 +46,9 @@ KNOWN_DISTPROC_VARIABLES = frozenset(
         "distproc_known_hosts",
         "distproc_s3_endpoint_url",
         "distproc_aws_region",
+        # Read by the provisioning playbook (ansible/), not by distproc: accepted so
+        # one inventory serves both.
+        "distproc_install_packages",
     }
 )
 
