@@ -496,7 +496,7 @@ def test_local_path_prefix_and_dotdot() -> None:
 
 
 def test_local_paths_must_not_share_or_nest() -> None:
-    """Two channels may not share a folder (trailing slash or not) or nest, inputs and outputs alike."""
+    """Two channels may not share a folder (trailing slash or not); an output may not nest with any channel."""
     doc = full_request()
     doc["ProcessingInputs"][1]["S3Input"]["LocalPath"] = "/opt/ml/processing/input/train/"
     doc["ProcessingOutputConfig"]["Outputs"][0]["S3Output"]["LocalPath"] = "/opt/ml/processing/input"
@@ -514,6 +514,15 @@ def test_local_paths_must_not_share_or_nest() -> None:
     )
     doc["ProcessingOutputConfig"]["Outputs"][0]["S3Output"]["LocalPath"] = "/opt/ml/processing/input/codex"
     parse_job(doc)
+
+
+def test_inputs_may_nest_as_the_sdks_script_processor_does() -> None:
+    """Data at /opt/ml/processing/input and code at /opt/ml/processing/input/code: the SDK's classic layout."""
+    doc = full_request()
+    doc["ProcessingInputs"][0]["S3Input"]["LocalPath"] = "/opt/ml/processing/input"
+    doc["ProcessingInputs"][1]["S3Input"]["LocalPath"] = "/opt/ml/processing/input/code"
+    job = parse_job(doc)
+    assert [i.local_path for i in job.inputs] == ["/opt/ml/processing/input", "/opt/ml/processing/input/code"]
 
 
 def test_channel_names_unique() -> None:

@@ -193,12 +193,21 @@ def _local_path_problems(local: str) -> list[str]:
 
 
 def _overlaps(local_paths: list[tuple[str, str]]) -> list[Violation]:
-    # Two channels sharing or nesting folders would see each other's data.
+    """Channels may not share a folder, and an output may not nest with anything.
+
+    Inputs may nest: the SageMaker SDK's ScriptProcessor puts its code at
+    /opt/ml/processing/input/code while the classic examples put their data at
+    /opt/ml/processing/input. An output nesting with another channel would
+    upload that channel's data (or have it staged into the output).
+    """
     out = []
     for index, (path, folder) in enumerate(local_paths):
         for other_path, other in local_paths[:index]:
+            both_inputs = path.startswith("ProcessingInputs") and other_path.startswith("ProcessingInputs")
             if folder == other:
                 out.append(Violation(path, f"is the same folder as {other_path}"))
+            elif both_inputs:
+                continue
             elif folder.startswith(other.rstrip("/") + "/"):
                 out.append(Violation(path, f"is inside the folder of {other_path}"))
             elif other.startswith(folder.rstrip("/") + "/"):
