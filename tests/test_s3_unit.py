@@ -123,3 +123,60 @@ def test_uploads_go_multipart_when_large_skip_symlinks_and_unchanged_files(s3: A
     keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="unit", Prefix="out/")["Contents"])
     # small.txt was unchanged since the first pass, so it was not sent again.
     assert keys == ["out/big.bin", "out/new.txt"]
+
+
+def test_assume_role_forwards_short_lived_credentials_of_the_role(
+    server: MotoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--assume-role: STS AssumeRole of RoleArn gives temporary credentials (with a session token) for the hosts."""
+    from distproc.staging.s3 import S3Settings, forwarded_credentials
+
+    role = "arn:aws:iam::123456789012:role/processing"
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    creds = forwarded_credentials(S3Settings(endpoint_url=server.endpoint_url, region="us-east-1"), role)
+    assert creds["access_key_id"].startswith("ASIA")  # STS's temporary keys
+    assert creds["session_token"] and creds["secret_access_key"] != "testing"
+
+
+def test_assume_role_needs_forwarding_and_a_role_arn(tmp_path: Path) -> None:
+    """--assume-role without --aws-credentials forward, or on a job without RoleArn, is invalid input (exit 2)."""
+    import json
+    import subprocess
+    import sys
+
+    job = tmp_path / "job.json"
+    job.write_text(
+        json.dumps(
+            {
+                "ProcessingJobName": "no-role",
+                "ProcessingResources": {"ClusterConfig": {"InstanceCount": 1, "InstanceType": "ml.m5.xlarge"}},
+                "AppSpecification": {"ImageUri": "busybox"},
+            }
+        )
+    )
+    inventory = Path(__file__).parent.parent / "inventory" / "local.yaml"
+
+    def run(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "distproc",
+                "--home",
+                str(tmp_path / "home"),
+                "run",
+                "-i",
+                str(inventory),
+                *extra,
+                str(job),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    alone = run("--assume-role")
+    assert alone.returncode == 2 and "--assume-role needs --aws-credentials forward" in alone.stderr
+    no_role = run("--aws-credentials", "forward", "--assume-role")
+    assert no_role.returncode == 2 and "RoleArn" in no_role.stderr and "Traceback" not in no_role.stderr
