@@ -337,3 +337,50 @@ def test_staging_progress_is_reported(s3env: S3Env) -> None:
     assert result.returncode == 0, result.stderr
     ready = [json.loads(line) for line in result.stderr.splitlines() if '"host ready"' in line]
     assert ready and ready[0]["files"] == 20 and ready[0]["bytes"] == 20000
+
+
+def test_the_s3_endpoint_gone_during_upload_fails_the_job_naming_host_and_cause(
+    s3env: S3Env, cluster: Cluster, tmp_path: Path
+) -> None:
+    """The endpoint dies while the container runs: the upload fails, the job is Failed (never Completed)."""
+    server = start_moto_server(cluster.bridge_address)
+    try:
+        setup = server.client()
+        setup.create_bucket(Bucket="jobs-gone")
+        code = (
+            "import os, time; open('/opt/ml/processing/output/o/result.txt', 'w').write('done')\n"
+            "while not os.path.exists('/opt/ml/processing/input/code/release'): time.sleep(0.05)\n"
+        )
+        setup.put_object(Bucket="jobs-gone", Key="code/hold.py", Body=code.encode())
+        extra = {
+            h.name: {"distproc_s3_endpoint_url": server.endpoint_url, "distproc_aws_region": "us-east-1"}
+            for h in cluster.hosts
+        }
+        inventory = cluster.write_inventory(tmp_path / "gone.yaml", extra_host_vars=extra)
+        doc = job_doc(
+            "s3-gone",
+            count=1,
+            entrypoint=["python3", "/opt/ml/processing/input/code/hold.py"],
+            inputs=[s3_input("code", "s3://jobs-gone/code/", "/opt/ml/processing/input/code")],
+            outputs=[s3_output("o", "s3://jobs-gone/out/", "/opt/ml/processing/output/o")],
+        )
+        run = s3env.start("run", "-i", str(inventory), "--aws-credentials", "forward", str(s3env.write_job(doc)))
+        try:
+            wait_until(
+                lambda: "distproc-s3-gone-algo-1" in cluster.containers(cluster.hosts[0], all=False),
+                "the container to run",
+                process=run,
+            )
+        finally:
+            server.stop()
+        release = cluster.hosts[0].work_dir / "jobs" / "s3-gone" / "algo-1" / "ml" / "processing" / "input" / "code"
+        (release / "release").write_text("")
+        _, err = run.communicate(timeout=180)
+    finally:
+        server.stop()
+    assert run.returncode == 1, err
+    described = s3env.describe("s3-gone")
+    reason = described["FailureReason"]
+    assert reason.startswith("InternalServerError:") and "algo-1" in reason, reason
+    assert "S3 outputs could not be uploaded" in reason and "s3://jobs-gone/out/result.txt" in reason, reason
+    assert described["Distproc"]["Hosts"][0]["ExitCode"] == 0  # the container itself succeeded
