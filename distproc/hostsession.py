@@ -22,7 +22,7 @@ from .errors import AgentError, ConnectionError_, StagingError
 from .plan import SourceFile
 from .staging.local_files import extract_output, tar_stream
 from .transport import Transport
-from .transport.base import parse_json_reply
+from .transport.base import CommandResult, parse_json_reply
 
 MIN_PYTHON = (3, 9)
 
@@ -104,18 +104,22 @@ class HostSession:
         doc = await self.transport.run_json(argv, input=json.dumps(task).encode())
         return int(doc["pid"]) if launch else None
 
-    async def push_files(self, container_path: str, files: tuple[SourceFile, ...]) -> tuple[int, int]:
-        """Send files (a tar stream) into a path under /opt/ml on the host."""
-        channel = await self.transport.open(self._agent("untar", self.job_dir, container_path))
+    async def _stream_in(self, argv: list[str], chunks: AsyncIterator[bytes]) -> tuple[CommandResult, dict[str, Any]]:
+        """Run an agent verb with chunks on its stdin; its result and its JSON answer."""
+        channel = await self.transport.open(argv)
         try:
-            async for chunk in tar_stream(files):
+            async for chunk in chunks:
                 await channel.write(chunk)
             await channel.close_stdin()
             result = await channel.wait()
         except BaseException:
             channel.abort()
             raise
-        doc = parse_json_reply(self.name, result)
+        return result, parse_json_reply(self.name, result)
+
+    async def push_files(self, container_path: str, files: tuple[SourceFile, ...]) -> tuple[int, int]:
+        """Send files (a tar stream) into a path under /opt/ml on the host."""
+        result, doc = await self._stream_in(self._agent("untar", self.job_dir, container_path), tar_stream(files))
         if "error" in doc or not result.ok:
             raise StagingError(f"{self.name}: staging into {container_path} failed: {doc.get('error')}")
         return int(doc["files"]), int(doc["bytes"])
@@ -202,17 +206,13 @@ class HostSession:
 
     async def load_image(self, saved: Path) -> str | None:
         """Stream a `docker save` tar into the host's `docker load`; returns the image ID it then has."""
-        channel = await self.transport.open(self._agent("load-image", self.job_dir))
-        try:
+
+        async def chunks() -> AsyncIterator[bytes]:
             with saved.open("rb") as tar:
                 while chunk := await asyncio.to_thread(tar.read, 1 << 20):
-                    await channel.write(chunk)
-            await channel.close_stdin()
-            result = await channel.wait()
-        except BaseException:
-            channel.abort()
-            raise
-        doc = parse_json_reply(self.name, result)
+                    yield chunk
+
+        result, doc = await self._stream_in(self._agent("load-image", self.job_dir), chunks())
         if "error" in doc or not result.ok:
             raise AgentError(f"{self.name}: loading the shipped image failed: {doc.get('error')}")
         found = doc.get("id")
