@@ -28,6 +28,8 @@ EXIT_STOPPED = 3
 EXIT_ERROR = 4
 
 _STATUS_EXIT = {"Completed": EXIT_COMPLETED, "Failed": EXIT_FAILED, "Stopped": EXIT_STOPPED}
+#: The hosts hear from a following coordinator every 5 s (hostsession.PING_SECONDS).
+MIN_ORPHAN_TIMEOUT = 15.0
 _INVALID = (SpecError, InventoryError, JobExistsError, JobNotFoundError)
 
 
@@ -93,6 +95,21 @@ def _parser() -> argparse.ArgumentParser:
         "--s3-endpoint-url",
         metavar="URL",
         help="S3-compatible endpoint for listing, and for hosts whose inventory names none",
+    )
+    run.add_argument(
+        "--reconnect-window",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long a running host may stay unreachable before the job fails naming it (default 60)",
+    )
+    run.add_argument(
+        "--orphan-timeout",
+        type=float,
+        default=900.0,
+        metavar="SECONDS",
+        help="each host stops the job's container once no coordinator has followed it this long, "
+        "e.g. after a crash nobody attached to; 0: never (default 900)",
     )
     run.set_defaults(func=cmd_run, candidates=True)
 
@@ -232,6 +249,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     store = _store(args)
     for warning in job.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    if 0 < args.orphan_timeout < MIN_ORPHAN_TIMEOUT:
+        print(
+            f"distproc: --orphan-timeout must be 0 (never) or at least {MIN_ORPHAN_TIMEOUT:.0f} seconds, "
+            "a few of the coordinator's pings",
+            file=sys.stderr,
+        )
+        return EXIT_INVALID
     view = _live_view(args)
     options = RunOptions(
         stop_grace_seconds=args.stop_grace,
@@ -243,6 +267,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         metrics_interval_seconds=max(0.0, args.metrics_interval),
         assume_role=args.assume_role,
         s3_endpoint_url=args.s3_endpoint_url,
+        reconnect_window_seconds=max(1.0, args.reconnect_window),
+        orphan_timeout_seconds=max(0.0, args.orphan_timeout),
     )
     runner = JobRunner(job, hosts, store, str(args.inventory), options)
 

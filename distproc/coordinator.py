@@ -15,10 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
 
 import structlog
 
@@ -43,8 +43,14 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("distproc")
 
+T = TypeVar("T")
+
 # How long a host may stay unreachable while it runs before it counts as lost.
 RECONNECT_WINDOW_SECONDS = 60.0
+# How long the hosts keep a job running that no coordinator follows (a crashed or
+# cut-off coordinator): long enough for `distproc attach`, short enough that a
+# lost host's GPUs are not held all night.
+ORPHAN_TIMEOUT_SECONDS = 900.0
 # How often the job store is read for a stop asked by `distproc stop` elsewhere.
 STORE_POLL_SECONDS = 1.0
 
@@ -68,6 +74,15 @@ class RunOptions:
     ship_image: bool = False
     #: Told of each host's progress as it happens (the CLI's live view).
     observer: ProgressObserver | None = None
+    #: A running host unreachable this long is lost: the job fails naming it.
+    reconnect_window_seconds: float = RECONNECT_WINDOW_SECONDS
+    #: Each host stops its container once no coordinator has followed it this long (0: never).
+    orphan_timeout_seconds: float = ORPHAN_TIMEOUT_SECONDS
+
+    @property
+    def keepalive_interval(self) -> float:
+        """SSH keepalives that notice a dead link within half the reconnect window."""
+        return max(1.0, min(15.0, self.reconnect_window_seconds / 8))
 
 
 class ProgressObserver(Protocol):
@@ -92,6 +107,8 @@ class _HostState:
     agent_sent: bool = False
     outcome: HostOutcome | None = None
     position: FollowPosition = field(default_factory=FollowPosition)
+    #: Unreachable for longer than the reconnect window while it ran.
+    lost: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,10 +120,40 @@ class _Claim:
     connect_started: float
     connected: float
     agent_sent: bool
+    #: Its agent, waiting for the job's task (HostSession.claim).
+    session: HostSession
+
+
+async def _within(step: Awaitable[T], seconds: float, host: str) -> T:
+    """A host step bounded in time; running out counts as losing the connection."""
+    try:
+        return await asyncio.wait_for(step, seconds)
+    except TimeoutError:
+        raise ConnectionError_(host, f"no answer within {seconds:.0f} s") from None
 
 
 def is_ecr_image(image: str) -> bool:
     return ecr_registry(image) is not None
+
+
+def raise_open_file_limit() -> None:
+    """Lift this process's soft limit on open files to its hard limit.
+
+    A job holds an SSH connection and a log file per host (about 2,000
+    descriptors at 1,000 hosts), past the usual soft limit of 1,024; the
+    hard limit is what an administrator allows. Best effort: where it cannot
+    be raised, the job runs as far as the current limit lets it.
+    """
+    try:
+        import resource
+    except ImportError:  # not a Unix
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        return
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 def s3_staging() -> Any:
@@ -138,6 +185,11 @@ class JobRunner:
         self._stop_event = asyncio.Event()
         self._states: list[_HostState] = []
         self._saved_image: SavedImage | None = None
+        # Each launched host's follower, started as soon as the host runs: its pings
+        # are what keep the host's orphan timeout from running out.
+        self._watchers: dict[str, asyncio.Future[None]] = {}
+        self._sink: OutputSink | None = None
+        self._host_failed_already = False
 
     # -- stopping -------------------------------------------------------------
 
@@ -171,6 +223,7 @@ class JobRunner:
     # -- the job --------------------------------------------------------------
 
     async def run(self) -> JobOutcome:
+        raise_open_file_limit()
         self.store.create_job(self.job.name, self.arn, self.job.request_dict(), self.inventory_path, self.job.warnings)
         self.log.info("job created", arn=self.arn, hosts=len(self.hosts))
         sink: OutputSink | None = None
@@ -192,26 +245,31 @@ class JobRunner:
                 return self._finish_early(*shortage)
             self.hosts = tuple(c.host for c in claims)
             plan = build_plan(self.job, self.arn, self.hosts, listings)
-            for a, claim in zip(plan.assignments, claims, strict=True):
-                session = HostSession(claim.transport, a.host.python, a.host.work_dir, a.job_dir, bundle)
-                self._states.append(_HostState(assignment=a, session=session, agent_sent=claim.agent_sent))
-                if self.options.observer is not None:
-                    self.options.observer.add_host(a.algo, a.host.name)
-                self.store.add_host(self.job.name, a.algo, a.host.name, Endpoint.from_host(a.host).to_dict(), a.job_dir)
-                for kind, at in (("connect_started", claim.connect_started), ("connected", claim.connected)):
-                    self.store.add_event(self.job.name, a.algo, kind, {}, at)
+            with self.store.batch():  # every host's row and first events: one commit
+                for a, claim in zip(plan.assignments, claims, strict=True):
+                    session = claim.session.for_job(a.job_dir)
+                    self._states.append(_HostState(assignment=a, session=session, agent_sent=claim.agent_sent))
+                    if self.options.observer is not None:
+                        self.options.observer.add_host(a.algo, a.host.name)
+                    endpoint = Endpoint.from_host(a.host).to_dict()
+                    self.store.add_host(self.job.name, a.algo, a.host.name, endpoint, a.job_dir)
+                    for kind, at in (("connect_started", claim.connect_started), ("connected", claim.connected)):
+                        self.store.add_event(self.job.name, a.algo, kind, {}, at)
             sink = OutputSink(
                 {a.algo: self.store.log_path(self.job.name, a.algo) for a in plan.assignments},
                 self.options.console,
             )
+            self._sink = sink
             self.store.update_job(self.job.name, start_time=time.time())
             poller = asyncio.ensure_future(self._poll_store_for_stop())
             try:
                 await self._prepare_all(plan, s3_settings)
-                if all(s.prepared for s in self._states) and self._stop_reason is None:
+                ready = all(s.prepared for s in self._states) and not self._host_failed_already
+                if ready and self._stop_reason is None:
                     await self._launch_and_watch(sink)
                 elif any(s.launched for s in self._states):
-                    await self._stop_hosts(self._stop_reason or "another host could not be prepared")
+                    why = "another host failed" if self._host_failed_already else "another host could not be prepared"
+                    await self._stop_hosts(self._stop_reason or why)
                     await self._watch_all(sink)
             finally:
                 poller.cancel()
@@ -219,8 +277,12 @@ class JobRunner:
             await self._cleanup_all()
             return self._finish()
         finally:
+            for watcher in self._watchers.values():
+                watcher.cancel()  # only those an error left behind are still running
             if sink is not None:
                 sink.close()
+            with contextlib.suppress(DistprocError):
+                self.store.flush()  # progress records still waiting, whatever ended the run
             await asyncio.gather(*(s.session.transport.close() for s in self._states), return_exceptions=True)
             if self._saved_image is not None:
                 self._saved_image.remove()
@@ -277,7 +339,7 @@ class JobRunner:
         async def prepare(state: _HostState) -> None:
             a = state.assignment
             async with window:
-                if self._stop_reason is not None:
+                if self._stop_reason is not None or self._host_failed_already:
                     return
                 self.store.update_host(self.job.name, a.algo, status="Preparing")
                 sent = state.agent_sent
@@ -286,12 +348,14 @@ class JobRunner:
                     s3 = s3_settings.get(a.host.name)
                     task = host_task(plan, a, self.options.stop_grace_seconds, s3, deps_dir)
                     task["metrics_interval_seconds"] = self.options.metrics_interval_seconds
+                    task["orphan_timeout_seconds"] = self.options.orphan_timeout_seconds
                     # A host with nothing to receive starts at once (one round trip fewer); if
                     # another host then fails to prepare, it is stopped like any running host.
                     launch_now = not a.inputs and not self.options.ship_image
                     if await state.session.prepare(task, launch=launch_now) is not None:
                         state.launched = True
                         self.store.update_host(self.job.name, a.algo, status="InProgress")
+                        self._start_watch(state)
                     self._mark(state, "agent_ready", agent_sent=sent)
                     if self.options.ship_image:
                         await self._ship_image(state)
@@ -352,6 +416,7 @@ class JobRunner:
         their own MaxRuntimeInSeconds deadline); each is followed from where the
         log file here ends, so no output is written twice.
         """
+        raise_open_file_limit()
         bundle = agent_bundle()
         log_paths = {h.algo: self.store.log_path(self.job.name, h.algo) for h in record.hosts}
         for h in record.hosts:
@@ -367,7 +432,11 @@ class JobRunner:
                 work_dir=endpoint.work_dir,
                 known_hosts=endpoint.known_hosts,
             )
-            transport = transport_for(endpoint, connect_timeout=self.options.connect_timeout)
+            transport = transport_for(
+                endpoint,
+                connect_timeout=self.options.connect_timeout,
+                keepalive_interval=self.options.keepalive_interval,
+            )
             state = _HostState(
                 assignment=HostAssignment(h.algo, host, h.job_dir, ()),
                 session=HostSession(transport, endpoint.python, endpoint.work_dir, h.job_dir, bundle),
@@ -411,7 +480,9 @@ class JobRunner:
         window = asyncio.Semaphore(self.options.fan_out)
 
         async def claim(index: int, host: Host) -> tuple[int, _Claim | None, str, bool]:
-            transport = transport_for(host, connect_timeout=self.options.connect_timeout)
+            transport = transport_for(
+                host, connect_timeout=self.options.connect_timeout, keepalive_interval=self.options.keepalive_interval
+            )
             session = HostSession(transport, host.python, host.work_dir, "", bundle)
             async with window:
                 started = time.time()
@@ -423,7 +494,7 @@ class JobRunner:
                     await transport.close()
                     return index, None, f"{host.name}: {exc}", False
             if answer.get("leased"):
-                return index, _Claim(host, transport, started, connected, sent), "", False
+                return index, _Claim(host, transport, started, connected, sent, session), "", False
             await transport.close()
             busy = answer.get("busy") or {}
             why = (
@@ -445,9 +516,8 @@ class JobRunner:
         if len(claims) == need:
             return [claims[i] for i in sorted(claims)], None
         for found in claims.values():
-            session = HostSession(found.transport, found.host.python, found.host.work_dir, "", bundle)
             with contextlib.suppress(DistprocError):
-                await session.release(self.job.name)
+                await found.session.release(self.job.name)
             await found.transport.close()
         only_busy = all(busy for _, busy in refused)
         reason = (
@@ -513,9 +583,18 @@ class JobRunner:
             await self._stop_hosts("another host failed to start")
         await self._watch_all(sink)
 
+    def _start_watch(self, state: _HostState) -> None:
+        algo = state.assignment.algo
+        if algo not in self._watchers and self._sink is not None:
+            self._watchers[algo] = asyncio.ensure_future(self._watch(state, self._sink))
+
     async def _watch_all(self, sink: OutputSink) -> None:
         """Follow every launched host to its result, stopping them all when asked."""
-        watchers = [asyncio.ensure_future(self._watch(s, sink)) for s in self._states if s.launched]
+        self._sink = sink
+        for state in self._states:
+            if state.launched:
+                self._start_watch(state)
+        watchers = list(self._watchers.values())
         stopper = asyncio.ensure_future(self._stop_event.wait())
         pending: set[asyncio.Future[Any]] = set(watchers)
         try:
@@ -532,6 +611,7 @@ class JobRunner:
         algo = state.assignment.algo
         session = state.session
         lost_since: float | None = None
+        first_reason = ""
         delay = 0.5
 
         async def on_line(doc: dict[str, Any]) -> None:
@@ -548,21 +628,40 @@ class JobRunner:
                 self._host_failed(state, FailureClass.INTERNAL, "the agent on the host died before the container ended")
                 await self._on_host_failed(state)
 
+        window = self.options.reconnect_window_seconds
         while state.outcome is None:
             try:
+                if lost_since is not None:
+                    # One reconnection attempt may not outlast what is left of the window.
+                    left = max(1.0, lost_since + window - time.time())
+                    await _within(session.transport.connect(), left, session.transport.name)
                 state.position = await session.follow(state.position, on_line)
                 lost_since = None
+                delay = 0.5
             except ConnectionError_ as exc:
                 state.position = getattr(exc, "position", state.position)
                 now = time.time()
-                lost_since = lost_since or now
-                if now - lost_since > RECONNECT_WINDOW_SECONDS:
-                    self._host_failed(state, FailureClass.INTERNAL, f"lost contact with the host: {exc.reason}")
+                if lost_since is None:
+                    lost_since, first_reason = now, exc.reason
+                if now - lost_since >= window:
+                    state.lost = True
+                    why = first_reason if exc.reason == first_reason else f"{first_reason}; then {exc.reason}"
+                    self._host_failed(state, FailureClass.INTERNAL, self._lost_text(why))
                     await self._on_host_failed(state)
                     return
                 self.log.warning("reconnecting", host=algo, error=exc.reason)
-                await asyncio.sleep(delay)
+                await asyncio.sleep(min(delay, max(0.0, lost_since + window - now)))
                 delay = min(delay * 2, 10.0)
+
+    def _lost_text(self, reason: str) -> str:
+        window = self.options.reconnect_window_seconds
+        orphan = self.options.orphan_timeout_seconds
+        then = (
+            f"its agent stops the container once no coordinator has followed it for {orphan:.0f} s"
+            if orphan > 0
+            else "its container may still run there (--orphan-timeout 0)"
+        )
+        return f"lost contact with the host for {window:.0f} s while its container ran ({reason}); {then}"
 
     async def _on_event(self, state: _HostState, event: dict[str, Any]) -> None:
         kind = str(event.get("kind", ""))
@@ -616,6 +715,7 @@ class JobRunner:
             await self._on_host_failed(state)
 
     async def _on_host_failed(self, state: _HostState) -> None:
+        self._host_failed_already = True  # hosts still being prepared are not started
         others = [s for s in self._states if s.outcome is None and s.launched]
         if others:
             self.log.warning("stopping the other hosts", failed=state.assignment.algo)
@@ -624,12 +724,15 @@ class JobRunner:
     async def _collect_outputs(self) -> None:
         """EndOfJob upload: every output of every prepared host, whatever its status."""
 
+        window = asyncio.Semaphore(self.options.fan_out)
+
         async def collect(state: _HostState) -> None:
-            if not state.prepared:
-                return
-            self._mark(state, "upload_started")
-            await self._upload_outputs(state)
-            self._mark(state, "outputs_uploaded")
+            if not state.prepared or state.lost:
+                return  # a lost host's outputs cannot be fetched; its failure says why
+            async with window:
+                self._mark(state, "upload_started")
+                await self._upload_outputs(state)
+                self._mark(state, "outputs_uploaded")
 
         await asyncio.gather(*(collect(s) for s in self._states))
 
@@ -695,7 +798,12 @@ class JobRunner:
                     self.log.warning("could not release the host", host=state.assignment.algo, error=str(exc))
                 return
             try:
-                doc = await state.session.cleanup()
+                if state.lost:
+                    doc = await _within(
+                        self._clean_lost(state), self.options.reconnect_window_seconds, state.session.transport.name
+                    )
+                else:
+                    doc = await state.session.cleanup()
             except DistprocError as exc:
                 self.log.warning("cleanup failed", host=state.assignment.algo, error=str(exc))
                 return
@@ -704,6 +812,17 @@ class JobRunner:
                 self.log.warning("cleanup incomplete", host=state.assignment.algo, problems=doc["problems"])
 
         await asyncio.gather(*(cleanup(s) for s in self._states))
+
+    async def _clean_lost(self, state: _HostState) -> dict[str, Any]:
+        """One more try at a host given up on: stop its container (grace as usual), then clean up."""
+        await state.session.stop("lost contact with the coordinator")
+        end = time.time() + self.options.stop_grace_seconds + 30
+        while time.time() < end:
+            answer = await state.session.status()
+            if answer.get("result") is not None or not answer.get("alive"):
+                break
+            await asyncio.sleep(0.5)
+        return await state.session.cleanup()
 
     def _finish_early(self, cls: FailureClass, reason: str) -> JobOutcome:
         outcome = JobOutcome(JobStatus.FAILED, f"{cls.value}: {reason}"[:1024], None, None)

@@ -11,20 +11,24 @@ import contextlib
 import io
 import json
 import queue
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .bundle import INSTALL_SCRIPT, PROBE_SCRIPT, AgentBundle
 from .depsbundle import INSTALL_DEPS_SCRIPT, DepsBundle
-from .errors import AgentError, ConnectionError_, StagingError
+from .errors import AgentError, ConnectionError_, DistprocError, StagingError
 from .plan import SourceFile
 from .staging.local_files import extract_output, tar_stream
 from .transport import Transport
-from .transport.base import CommandResult, parse_json_reply
+from .transport.base import Channel, CommandResult, parse_json_reply
 
 MIN_PYTHON = (3, 9)
+T = TypeVar("T")
+# How often a follower tells its host that a coordinator is still there.
+PING_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +71,14 @@ class HostSession:
         self.job_dir = job_dir
         self.bundle = bundle
         self.agent_path = bundle.remote_path(work_dir)
+        # The agent of a successful `claim`, still waiting for its task on this channel.
+        self._claimed: Channel | None = None
+
+    def for_job(self, job_dir: str) -> HostSession:
+        """This host's session for one job's folder; a waiting claim goes with it."""
+        session = HostSession(self.transport, self.python, self.work_dir, job_dir, self.bundle)
+        session._claimed, self._claimed = self._claimed, None
+        return session
 
     @property
     def name(self) -> str:
@@ -99,9 +111,21 @@ class HostSession:
         return True
 
     async def prepare(self, task: dict[str, Any], launch: bool = False) -> int | None:
-        """Write the task on the host; with `launch`, start it too and return the agent's pid."""
-        argv = self._agent("prepare", self.job_dir, *(["--launch"] if launch else []))
-        doc = await self.transport.run_json(argv, input=json.dumps(task).encode())
+        """Write the task on the host; with `launch`, start it too and return the agent's pid.
+
+        After a `claim`, the agent that took the lease is still waiting on its
+        channel and prepares the task itself; otherwise this is the `prepare` verb.
+        """
+        channel, self._claimed = self._claimed, None
+        if channel is None:
+            argv = self._agent("prepare", self.job_dir, *(["--launch"] if launch else []))
+            doc = await self.transport.run_json(argv, input=json.dumps(task).encode())
+        else:
+            request = {"jobdir": self.job_dir, "launch": launch, "task": task}
+            result = await _finish(channel, json.dumps(request).encode())
+            doc = parse_json_reply(self.name, result)
+            if "error" in doc or not result.ok:
+                raise AgentError(f"{self.name}: {doc.get('error') or result.stderr_text().strip()[-800:]}")
         return int(doc["pid"]) if launch else None
 
     async def _stream_in(self, argv: list[str], chunks: AsyncIterator[bytes]) -> tuple[CommandResult, dict[str, Any]]:
@@ -128,18 +152,21 @@ class HostSession:
         """Fetch every regular file under a path under /opt/ml into dest."""
         channel = await self.transport.open(self._agent("pack", self.job_dir, container_path))
         chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=16)
-        extracting = asyncio.ensure_future(asyncio.to_thread(extract_output, _QueueReader(chunks), dest))  # type: ignore[arg-type]
+        # The extractor gets a thread of its own: on the shared executor, as many
+        # pulls at once as it has threads would hold them all waiting for chunks
+        # that only that executor could deliver (a deadlock from about 6 hosts).
+        extracting = _in_own_thread(extract_output, _QueueReader(chunks), dest)
         try:
             await channel.close_stdin()
             while data := await channel.read(1 << 20):
-                await asyncio.to_thread(chunks.put, data)
-            await asyncio.to_thread(chunks.put, None)
+                await _put(chunks, data)
+            await _put(chunks, None)
             counts = await extracting
             result = await channel.wait()
         except BaseException:
             channel.abort()
             if not extracting.done():
-                await asyncio.to_thread(chunks.put, None)
+                await _put(chunks, None)
             raise
         if not result.ok:
             raise StagingError(f"{self.name}: reading output {container_path} failed: {result.stderr_text()[-400:]}")
@@ -186,16 +213,47 @@ class HostSession:
 
         The cached agent is tried first, so a host that has it costs one round trip;
         only when that fails is the agent probed for, installed, and asked again.
+        A leased host's agent stays on its channel, waiting for `prepare` (or
+        `release`): the lease and the task take one agent start between them.
         """
-        argv = self._agent("lease", self.work_dir, "--job", job, "--holder", holder)
-        result = await self.transport.run(argv, check=False)
-        if result.ok:
-            with contextlib.suppress(AgentError):
-                return parse_json_reply(self.name, result), False
+        argv = self._agent("claim", self.work_dir, "--job", job, "--holder", holder)
+        answer, result = await self._claim(argv)
+        if answer is not None:
+            return answer, False
         sent = await self.install_agent()
-        return await self.transport.run_json(argv), sent
+        answer, result = await self._claim(argv)
+        if answer is None:
+            assert result is not None
+            raise AgentError(f"{self.name}: {result.stderr_text().strip()[-800:] or 'no answer to claim'}")
+        return answer, sent
+
+    async def _claim(self, argv: list[str]) -> tuple[dict[str, Any] | None, CommandResult | None]:
+        """The agent's lease answer (its channel kept if leased), or how the command ended without one."""
+        channel = await self.transport.open(argv)
+        try:
+            line = await channel.readline()
+            try:
+                answer = json.loads(line) if line.strip() else None
+            except ValueError:
+                answer = None
+            if not isinstance(answer, dict) or "error" in answer:
+                return None, await _finish(channel)
+        except BaseException:
+            channel.abort()
+            raise
+        if answer.get("leased"):
+            self._claimed = channel
+        else:
+            await _finish(channel)
+        return answer, None
 
     async def release(self, job: str) -> None:
+        channel, self._claimed = self._claimed, None
+        if channel is not None:
+            # The claiming agent still waits: stdin closed without a task releases the lease.
+            result = await _finish(channel)
+            if result.ok:
+                return
         await self.transport.run_json(self._agent("release", self.work_dir, "--job", job))
 
     async def image_id(self) -> str | None:
@@ -236,8 +294,8 @@ class HostSession:
             )
         )
         events, log = position.events, position.log
+        pinger = asyncio.ensure_future(_ping(channel))
         try:
-            await channel.close_stdin()
             async for doc in _json_lines(channel.readline):
                 stream = doc.get("stream")
                 if stream == "event":
@@ -252,6 +310,7 @@ class HostSession:
             exc.position = FollowPosition(events, log)  # type: ignore[attr-defined]
             raise
         finally:
+            pinger.cancel()
             channel.abort()
         return FollowPosition(events, log)
 
@@ -263,6 +322,63 @@ class HostSession:
 
     async def cleanup(self) -> dict[str, Any]:
         return await self.transport.run_json(self._agent("cleanup", self.job_dir))
+
+
+def _in_own_thread(func: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+    """Run func on a new thread; its result (or exception) arrives as a future of this loop."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, exc: BaseException | None) -> None:
+        if future.done():
+            return
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    def work() -> None:
+        try:
+            result = func(*args)
+        except BaseException as exc:
+            loop.call_soon_threadsafe(settle, None, exc)
+        else:
+            loop.call_soon_threadsafe(settle, result, None)
+
+    threading.Thread(target=work, name="distproc-extract", daemon=True).start()
+    return future
+
+
+async def _put(chunks: queue.Queue[bytes | None], item: bytes | None) -> None:
+    """Hand a chunk to the extractor, waiting (off the loop) only while its queue is full."""
+    try:
+        chunks.put_nowait(item)
+    except queue.Full:
+        await asyncio.to_thread(chunks.put, item)
+
+
+async def _ping(channel: Channel) -> None:
+    """Tell the host, every few seconds, that a coordinator still follows this job.
+
+    The agent notes each ping; a job that goes without one for the orphan
+    timeout is stopped by its host (agent/runner.py).
+    """
+    with contextlib.suppress(DistprocError, OSError):
+        while True:
+            await channel.write(b"\n")
+            await asyncio.sleep(PING_SECONDS)
+
+
+async def _finish(channel: Channel, data: bytes = b"") -> CommandResult:
+    """Send data (if any) and end of input, and wait for the command's end."""
+    try:
+        if data:
+            await channel.write(data)
+        await channel.close_stdin()
+        return await channel.wait()
+    except BaseException:
+        channel.abort()
+        raise
 
 
 async def _json_lines(readline: Callable[[], Awaitable[bytes]]) -> AsyncIterator[dict[str, Any]]:

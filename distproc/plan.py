@@ -147,6 +147,7 @@ def host_task(
         "docker": {"command": list(host.docker_command), "host": host.docker_host},
         "gpus": host.gpus,
         "gpu_mode": host.gpu_mode,
+        "memory_limit_bytes": host.memory_limit_bytes,
         "max_runtime_seconds": job.max_runtime_seconds,
         "stop_grace_seconds": stop_grace_seconds,
         "outputs": [

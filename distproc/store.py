@@ -7,12 +7,13 @@ Lives under DISTPROC_HOME, by default $XDG_STATE_HOME/distproc (that is
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,12 @@ _JOB_FIELDS = {
 }
 _HOST_FIELDS = {"status", "exit_code", "start_time", "end_time", "message", "error"}
 
+#: Writes that may wait (events, a host's times and Preparing status, metric samples) wait
+#: at most this long inside a running event loop, then go in one transaction with the rest.
+COALESCE_SECONDS = 0.2
+# Host statuses whose loss in a crash changes nothing `attach` decides (a host not yet launched).
+_HOST_STATUSES_THAT_MAY_WAIT = frozenset({"Pending", "Preparing"})
+
 
 def default_home() -> Path:
     explicit = os.environ.get("DISTPROC_HOME")
@@ -124,7 +131,18 @@ class JobRecord:
 
 
 class Store:
-    """The job store. Each call is its own short transaction."""
+    """The job store.
+
+    Writes that decide what happens next (a job created or ended, a host
+    launched or ended, a stop request) are committed before the call returns.
+    Writes that only record progress (events, start times, a host's Preparing
+    status, metric samples) are coalesced inside a running event loop: held for
+    at most COALESCE_SECONDS, then committed in one transaction, or sooner with
+    the next write that cannot wait, a read, `flush` or `close`. A coordinator's
+    hundreds of events per second are then a few commits, and `describe` or
+    `logs` in another process still sees them within that time. A crash of the
+    coordinator loses at most the last COALESCE_SECONDS of progress records.
+    """
 
     def __init__(self, home: Path | None = None) -> None:
         self.home = home or default_home()
@@ -141,15 +159,24 @@ class Store:
             self._db.executescript(_SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open the job store in {self.home}: {exc}") from exc
+        # Writes not committed yet, in order; the timer that commits them; open batch() blocks.
+        self._pending: list[tuple[str, tuple[Any, ...]]] = []
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
+        self._batching = 0
 
     def close(self) -> None:
+        self.flush()
         self._db.close()
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One transaction; the writes still waiting go first, in it."""
         try:
             self._db.execute("BEGIN IMMEDIATE")
             try:
+                for sql, params in self._pending:
+                    self._db.execute(sql, params)
                 yield self._db
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -157,6 +184,54 @@ class Store:
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             raise StoreError(f"job store {self.home / 'jobs.db'}: {exc}") from exc
+        # Only once committed: after a failure they stay, and go with the next transaction.
+        self._pending.clear()
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+
+    def flush(self) -> None:
+        """Commit the writes still waiting, if any."""
+        if self._pending:
+            with self._tx():
+                pass
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Every write inside the block, whatever its kind, in one transaction at its end."""
+        self._batching += 1
+        try:
+            yield
+        finally:
+            self._batching -= 1
+        if not self._batching:
+            self.flush()
+
+    def _write(self, sql: str, params: tuple[Any, ...], may_wait: bool = False) -> None:
+        if self._batching:
+            self._pending.append((sql, params))
+            return
+        if may_wait:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no event loop here (a CLI command, a test): commit at once
+                pass
+            else:
+                self._pending.append((sql, params))
+                if self._flush_timer is None or self._timer_loop is not loop:  # none yet, or one of a loop now gone
+                    if self._flush_timer is not None:
+                        self._flush_timer.cancel()
+                    self._flush_timer = loop.call_later(COALESCE_SECONDS, self._flush_later)
+                    self._timer_loop = loop
+                return
+        with self._tx() as db:
+            db.execute(sql, params)
+
+    def _flush_later(self) -> None:
+        self._flush_timer = None
+        # On failure the writes stay waiting; the next write that cannot wait raises the error.
+        with suppress(StoreError):
+            self.flush()
 
     def log_path(self, job: str, algo: str) -> Path:
         """`logs/<job>/<algo-K>-<creation epoch>.log`: CloudWatch names the stream `<job>/algo-K-<timestamp>`."""
@@ -186,39 +261,43 @@ class Store:
             )
         (self.home / "logs" / name).mkdir(parents=True, exist_ok=True, mode=0o700)
 
-    def _update(self, table: str, allowed: set[str], where: dict[str, Any], fields: dict[str, Any]) -> None:
+    def _update(
+        self, table: str, allowed: set[str], where: dict[str, Any], fields: dict[str, Any], may_wait: bool = False
+    ) -> None:
         unknown = set(fields) - allowed
         if unknown:
             raise ValueError(f"unknown {table} fields {unknown}")
         sets = ", ".join(f"{k} = ?" for k in fields)
         cond = " AND ".join(f"{k} = ?" for k in where)
-        with self._tx() as db:
-            # Column names come from the fixed sets above, never from input.
-            db.execute(f"UPDATE {table} SET {sets} WHERE {cond}", (*fields.values(), *where.values()))  # noqa: S608
+        # Column names come from the fixed sets above, never from input.
+        sql = f"UPDATE {table} SET {sets} WHERE {cond}"  # noqa: S608
+        self._write(sql, (*fields.values(), *where.values()), may_wait)
 
     def update_job(self, name: str, **fields: Any) -> None:
         self._update("jobs", _JOB_FIELDS | {"last_modified"}, {"name": name}, {**fields, "last_modified": time.time()})
 
     def add_host(self, job: str, algo: str, host: str, endpoint: Mapping[str, Any], job_dir: str) -> None:
-        with self._tx() as db:
-            db.execute(
-                "INSERT INTO hosts (job, algo, host, endpoint, job_dir, status) VALUES (?, ?, ?, ?, ?, 'Pending')",
-                (job, algo, host, json.dumps(endpoint), job_dir),
-            )
+        self._write(
+            "INSERT INTO hosts (job, algo, host, endpoint, job_dir, status) VALUES (?, ?, ?, ?, ?, 'Pending')",
+            (job, algo, host, json.dumps(endpoint), job_dir),
+        )
 
     def update_host(self, job: str, algo: str, **fields: Any) -> None:
-        self._update("hosts", _HOST_FIELDS, {"job": job, "algo": algo}, fields)
+        # A host's launch and end are committed at once (`attach` acts on them); the rest may wait.
+        may_wait = fields.get("status", "Preparing") in _HOST_STATUSES_THAT_MAY_WAIT
+        self._update("hosts", _HOST_FIELDS, {"job": job, "algo": algo}, fields, may_wait)
 
     def add_event(
         self, job: str, algo: str | None, kind: str, data: Mapping[str, Any], at: float | None = None
     ) -> None:
-        with self._tx() as db:
-            db.execute(
-                "INSERT INTO events (job, algo, time, kind, data) VALUES (?, ?, ?, ?, ?)",
-                (job, algo, at if at is not None else time.time(), kind, json.dumps(dict(data))),
-            )
+        self._write(
+            "INSERT INTO events (job, algo, time, kind, data) VALUES (?, ?, ?, ?, ?)",
+            (job, algo, at if at is not None else time.time(), kind, json.dumps(dict(data))),
+            may_wait=True,
+        )
 
     def events(self, job: str) -> list[dict[str, Any]]:
+        self.flush()
         rows = self._db.execute(
             "SELECT algo, time, kind, data FROM events WHERE job = ? ORDER BY time, rowid", (job,)
         ).fetchall()
@@ -237,15 +316,16 @@ class Store:
             return cur.rowcount == 1
 
     def set_metrics(self, job: str, algo: str, gpu: Mapping[str, Any] | None, samples: list[dict[str, Any]]) -> None:
-        """A host's metric samples (replacing any earlier copy) and its GPU note."""
-        with self._tx() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO metrics (job, algo, gpu, samples) VALUES (?, ?, ?, ?)",
-                (job, algo, json.dumps(dict(gpu)) if gpu is not None else None, json.dumps(samples)),
-            )
+        """A host's metric samples (replacing any earlier copy) and its GPU note: a record that may wait."""
+        self._write(
+            "INSERT OR REPLACE INTO metrics (job, algo, gpu, samples) VALUES (?, ?, ?, ?)",
+            (job, algo, json.dumps(dict(gpu)) if gpu is not None else None, json.dumps(samples)),
+            may_wait=True,
+        )
 
     def metrics(self, job: str) -> dict[str, tuple[dict[str, Any] | None, list[dict[str, Any]]]]:
         """algo-K -> (GPU note, samples), for the hosts whose metrics were fetched."""
+        self.flush()
         rows = self._db.execute("SELECT algo, gpu, samples FROM metrics WHERE job = ?", (job,)).fetchall()
         return {r["algo"]: (json.loads(r["gpu"]) if r["gpu"] else None, json.loads(r["samples"])) for r in rows}
 
@@ -257,6 +337,7 @@ class Store:
         return job
 
     def get_job(self, name: str) -> JobRecord:
+        self.flush()
         try:
             row = self._db.execute("SELECT * FROM jobs WHERE name = ?", (name,)).fetchone()
             hosts = self._db.execute(
@@ -306,5 +387,6 @@ class Store:
             query += " WHERE status = ?"
             args = (status,)
         query += " ORDER BY creation_time DESC LIMIT ?"
+        self.flush()
         names = [r["name"] for r in self._db.execute(query, (*args, limit)).fetchall()]
         return [self.get_job(n) for n in names]

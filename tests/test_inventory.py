@@ -428,6 +428,10 @@ def test_vars_are_read_only_all_the_way_down(write: Write) -> None:
         ("distproc_private_address", "3", "single-line string"),
         ("distproc_known_hosts", "[a]", "single-line string"),
         ("distproc_python", "{}", "single-line string"),
+        ("distproc_memory_limit", "lots", "at least 6m"),
+        ("distproc_memory_limit", "1m", "at least 6m"),
+        ("distproc_memory_limit", "-5", "at least 6m"),
+        ("distproc_memory_limit", "2t", "at least 6m"),
     ],
 )
 def test_bad_values_name_file_host_and_variable(write: Write, variable: str, value: str, fragment: str) -> None:
@@ -860,3 +864,14 @@ def test_pattern_error_is_a_value_error() -> None:
     with pytest.raises(PatternError):
         expand_ranges("h[2:1]")
     assert issubclass(PatternError, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("64m", 64 << 20), ("16G", 16 << 30), ("1048576000", 1048576000), ("8192k", 8 << 20), (None, None)],
+)
+def test_memory_limit_is_read_as_bytes(write: Write, value: str | None, expected: int | None) -> None:
+    line = f"      distproc_memory_limit: {value}\n" if value is not None else ""
+    path = write(f"all:\n  hosts:\n    gpu1:\n      ansible_host: 10.0.0.1\n{line}")
+    (host,) = load_inventory(path).hosts
+    assert host.memory_limit_bytes == expected

@@ -56,8 +56,10 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     """Create the job folder from the task on stdin: configs, LocalPaths, 0600 task."""
-    jobdir = JobDir(args.jobdir)
-    raw = sys.stdin.buffer.read()
+    return _prepare(JobDir(args.jobdir), sys.stdin.buffer.read(), args.launch)
+
+
+def _prepare(jobdir: JobDir, raw: bytes, launch: bool) -> int:
     try:
         doc = json.loads(raw.decode("utf-8"))
         task = parse_task(doc)
@@ -65,7 +67,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         _print({"error": "bad task document: {}".format(exc)})
         return 2
     # Fail here, before any data is staged, if the job could not start anyway.
-    docker = hostcheck.docker_report(Docker(task.docker))
+    docker = hostcheck.docker_answers(task.docker)
     if not docker["ok"]:
         _print({"error": "Docker is not reachable on this host: {}".format(docker["error"])})
         return 2
@@ -91,7 +93,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     for path in task.local_paths:
         os.makedirs(jobdir.host_path(path), exist_ok=True)
     files.EventLog(jobdir.events).emit("prepared")
-    if args.launch:
+    if launch:
         # Nothing to stage: start at once, which saves the coordinator a round trip per host.
         _print({"jobdir": jobdir.root, "pid": runner.launch(jobdir)})
         return 0
@@ -150,6 +152,50 @@ def cmd_lease(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_claim(args: argparse.Namespace) -> int:
+    """`lease`, then `prepare` in the same process: one python start and one channel per host.
+
+    Prints the lease answer as a line at once. A host that is leased then
+    waits for the coordinator to choose every host of the job: on stdin comes
+    {"jobdir": ..., "launch": bool, "task": {...}}, prepared as `prepare`
+    does; stdin closed without one (the host is not needed, or the coordinator
+    is gone) releases the lease. The lease is renewed while it waits.
+    """
+    answer = lease.acquire(args.workdir, args.job, args.holder, args.stale_after)
+    _print(answer)
+    if not answer.get("leased"):
+        return 0
+    raw = _read_renewing(args.workdir, args.job, args.stale_after / 4)
+    if not raw.strip():
+        _print({"released": lease.release(args.workdir, args.job)})
+        return 0
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+        jobdir = JobDir(str(doc["jobdir"]))
+        task = json.dumps(doc["task"]).encode("utf-8")
+    except (ValueError, KeyError, TypeError) as exc:
+        _print({"error": "bad prepare document: {}".format(exc)})
+        return 2
+    return _prepare(jobdir, task, bool(doc.get("launch")))
+
+
+def _read_renewing(work_dir: str, job: str, every: float) -> bytes:
+    """All of stdin, touching the lease whenever nothing came for `every` seconds."""
+    import select
+
+    fd = sys.stdin.fileno()
+    chunks: List[bytes] = []
+    while True:
+        ready, _, _ = select.select([fd], [], [], max(every, 1.0))
+        if not ready:
+            lease.renew(work_dir, job)
+            continue
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
 def cmd_release(args: argparse.Namespace) -> int:
     _print({"released": lease.release(args.workdir, args.job)})
     return 0
@@ -202,7 +248,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_follow(args: argparse.Namespace) -> int:
-    return int(follow.follow(JobDir(args.jobdir), args.events_offset, args.log_offset))
+    return int(follow.follow(JobDir(args.jobdir), args.events_offset, args.log_offset, stdin=sys.stdin.buffer))
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
@@ -284,6 +330,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--holder", required=True, help="the inventory host taking it")
     p.add_argument("--stale-after", type=float, default=lease.DEFAULT_STALE_AFTER)
     p.set_defaults(func=cmd_lease)
+    p = sub.add_parser("claim")
+    p.add_argument("workdir")
+    p.add_argument("--job", required=True)
+    p.add_argument("--holder", required=True, help="the inventory host taking it")
+    p.add_argument("--stale-after", type=float, default=lease.DEFAULT_STALE_AFTER)
+    p.set_defaults(func=cmd_claim)
     p = sub.add_parser("release")
     p.add_argument("workdir")
     p.add_argument("--job", required=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from typing import IO, Dict, List, Optional, Sequence, Tuple
+from typing import IO, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from .task import DockerAccess, HostTask
 
@@ -54,6 +54,10 @@ def run_argv(task: HostTask, ml_dir: str, env_file: Optional[str], inherited_env
     for key in inherited_env:
         argv += ["--env", key]
     argv += ["--volume", "{}:/opt/ml".format(ml_dir)]
+    if task.memory_limit_bytes is not None:
+        # No swap beyond the limit: past it the kernel kills the container, which we report.
+        limit = str(task.memory_limit_bytes)
+        argv += ["--memory", limit, "--memory-swap", limit]
     argv += gpu_argv(task.gpus, task.gpu_mode)
     trailing: List[str] = []
     if task.entrypoint:
@@ -167,13 +171,32 @@ class Docker:
         self.run(["rm", "--force", name], check=False)
 
     def exit_code(self, name: str) -> Optional[int]:
+        state = self.state(name)
+        return state.exit_code if state is not None else None
+
+    def state(self, name: str) -> Optional["ContainerState"]:
+        """Whether the container runs, its exit code and whether the kernel killed it for memory."""
         status, out, _ = self.run(
-            ["container", "inspect", "--format", "{{.State.ExitCode}} {{.State.OOMKilled}}", name],
+            ["container", "inspect", "--format", "{{.State.Running}} {{.State.ExitCode}} {{.State.OOMKilled}}", name],
             check=False,
         )
         if status != 0:
             return None
         try:
-            return int(out.split()[0])
-        except (ValueError, IndexError):
+            running, code, oom = out.split()[:3]
+            return ContainerState(running == "true", int(code), oom == "true")
+        except ValueError:
             return None
+
+    def daemon_answers(self) -> bool:
+        try:
+            status, _, _ = self.run(["version", "--format", "{{.Server.Version}}"], check=False, timeout=10)
+        except DockerError:
+            return False
+        return status == 0
+
+
+class ContainerState(NamedTuple):
+    running: bool
+    exit_code: int
+    oom_killed: bool

@@ -4,15 +4,21 @@ The coordinator reads this over an SSH channel. Offsets make it resumable:
 after a lost connection the coordinator asks again from where it stopped, so
 nothing is shown twice or lost. Container output travels as text decoded with
 surrogateescape, which turns back into the exact bytes on the other side.
+
+The coordinator also writes a line to our stdin every few seconds; each one
+touches the job's `watched` file, which is how the runner knows someone is
+still following (see runner.py: a job nobody follows is stopped after the
+orphan timeout).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import select
 import sys
 import time
-from typing import IO, Any, Dict, Tuple
+from typing import IO, Any, Dict, Optional, Tuple
 
 from .files import read_json
 from .runner import agent_pid, pid_alive
@@ -37,9 +43,59 @@ def _emit(out: IO[str], doc: Dict[str, Any]) -> None:
     out.flush()
 
 
-def follow(jobdir: JobDir, events_offset: int = 0, log_offset: int = 0, out: IO[str] = sys.stdout) -> int:
+class _Pings:
+    """The coordinator's pings on stdin, each one noted in the job's `watched` file."""
+
+    def __init__(self, jobdir: JobDir, stdin: Optional[IO[bytes]]) -> None:
+        self.path = jobdir.watched
+        self.fd: Optional[int] = None
+        if stdin is not None:
+            try:
+                self.fd = stdin.fileno()
+            except (OSError, ValueError):
+                self.fd = None
+        self.touch()
+
+    def touch(self) -> None:
+        try:
+            with open(self.path, "a"):
+                pass
+            os.utime(self.path)
+        except OSError:
+            pass  # the job's folder is gone: the runner is past caring
+
+    def wait(self, seconds: float) -> None:
+        """Sleep up to `seconds`, taking any pings that arrive meanwhile."""
+        if self.fd is None:
+            time.sleep(seconds)
+            return
+        try:
+            readable, _, _ = select.select([self.fd], [], [], seconds)
+        except (OSError, ValueError):
+            self.fd = None
+            return
+        if not readable:
+            return
+        try:
+            data = os.read(self.fd, 4096)
+        except OSError:
+            data = b""
+        if data:
+            self.touch()
+        else:
+            self.fd = None  # stdin closed: nothing more will come, sleep from now on
+
+
+def follow(
+    jobdir: JobDir,
+    events_offset: int = 0,
+    log_offset: int = 0,
+    out: IO[str] = sys.stdout,
+    stdin: Optional[IO[bytes]] = None,
+) -> int:
     """Emit new events and output until the run has finished; 0 then, 3 if the run is lost."""
     lost_checks = 0
+    pings = _Pings(jobdir, stdin)
     while True:
         finished = os.path.exists(jobdir.result)
         progressed = True
@@ -74,4 +130,4 @@ def follow(jobdir: JobDir, events_offset: int = 0, log_offset: int = 0, out: IO[
                 return 3
         else:
             lost_checks = 0
-        time.sleep(POLL_SECONDS)
+        pings.wait(POLL_SECONDS)

@@ -28,6 +28,8 @@ from .task import HostTask, JobDir, TaskError, env_lines
 # How often the watch loop wakes to check for a stop request or the deadline.
 WATCH_INTERVAL = 0.25
 LEASE_RENEW_SECONDS = 60.0
+# How long a Docker daemon that went away mid-run may take to answer again.
+DOCKER_RETURN_SECONDS = 60.0
 
 
 def pid_alive(pid: int) -> bool:
@@ -158,6 +160,10 @@ def run(jobdir: JobDir) -> Dict[str, Any]:
         beating.set()
         if sampler is not None:
             sampler.stop()
+        if result.get("orphaned"):
+            # No coordinator will come to clean up: give the host back. The record
+            # (result, events, log) stays for a late `distproc attach`.
+            lease.release(lease.work_dir_of(jobdir.root), task.job_name)
 
 
 def _keep_lease(jobdir: JobDir, task: HostTask, done: threading.Event) -> None:
@@ -274,50 +280,160 @@ def _run_container(
         continuous.start()
     except Exception as exc:
         events.emit("continuous_upload_failed", error=str(exc))
-    with open(jobdir.log, "ab") as log:
-        follower = docker.popen(["logs", "--follow", name], stdout=log)
-    waiter = subprocess.Popen(
-        docker.argv(["wait", name]),
-        env=docker.env(),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    interrupt_at: Optional[float] = None
-    killed = False
-    while True:
-        try:
-            out, _ = waiter.communicate(timeout=WATCH_INTERVAL)
-            break
-        except subprocess.TimeoutExpired:
-            pass
-        t = now()
-        if interrupt_at is None and deadline is not None and t >= deadline:
-            stop.set("MaxRuntimeInSeconds ({} s) exceeded".format(task.max_runtime_seconds))
-        if interrupt_at is None and stop.event.is_set():
-            interrupt_at = t
-            result.update(stopped=True, stop_reason=stop.reason)
-            events.emit("stopping", reason=stop.reason, grace_seconds=task.stop_grace_seconds)
-            docker.kill(name, "SIGINT")
-        if interrupt_at is not None and not killed and t >= interrupt_at + task.stop_grace_seconds:
-            killed = True
-            events.emit("killing", reason="grace period over")
-            docker.kill(name, "SIGKILL")
+    code = _ContainerWatch(jobdir, task, docker, events, stop, deadline, result).until_exit()
     result["container_ended"] = now()
-    code: Optional[int]
-    try:
-        code = int(out.decode("ascii", "replace").strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        code = docker.exit_code(name)
     result["exit_code"] = code
-    try:
-        follower.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        follower.kill()
-        follower.wait()
+    if code not in (0, None) and not result.get("error"):
+        state = docker.state(name)
+        if state is not None and state.oom_killed:
+            result.update(error_class="AlgorithmError", error=_oom_text(task, code))
     events.emit("container_exited", exit_code=code)
     for error in continuous.stop():
         events.emit("continuous_upload_failed", error=error)
+
+
+def _oom_text(task: HostTask, code: int) -> str:
+    if task.memory_limit_bytes is not None:
+        limit = "its memory limit of {} MiB (distproc_memory_limit)".format(task.memory_limit_bytes // (1024 * 1024))
+    else:
+        limit = "the memory the host could give it"
+    return "the kernel killed the container for using more than {} (out of memory, exit code {})".format(limit, code)
+
+
+class _ContainerWatch:
+    """Wait for the container's exit while enforcing stops, the deadline and the orphan timeout.
+
+    `docker wait` is the clock: when it fails, the daemon went away. The watch
+    then waits up to DOCKER_RETURN_SECONDS for it to answer again: a daemon
+    restarted with live-restore still has the container, which is watched
+    again; one without has ended it, which is this host's failure, named.
+    """
+
+    def __init__(
+        self,
+        jobdir: JobDir,
+        task: HostTask,
+        docker: Docker,
+        events: EventLog,
+        stop: StopFlag,
+        deadline: Optional[float],
+        result: Dict[str, Any],
+    ) -> None:
+        self.jobdir = jobdir
+        self.task = task
+        self.docker = docker
+        self.events = events
+        self.stop = stop
+        self.deadline = deadline
+        self.result = result
+        self.name = task.container_name
+        self.started = now()
+        self.interrupt_at: Optional[float] = None
+        self.killed = False
+
+    def until_exit(self) -> Optional[int]:
+        since: Optional[float] = None
+        while True:
+            follower = self._follow_logs(since)
+            waiter = subprocess.Popen(
+                self.docker.argv(["wait", self.name]),
+                env=self.docker.env(),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            while True:
+                try:
+                    out, err = waiter.communicate(timeout=WATCH_INTERVAL)
+                    break
+                except subprocess.TimeoutExpired:
+                    self._tick(now())
+            self._end(follower)
+            if waiter.returncode == 0:
+                try:
+                    return int(out.decode("ascii", "replace").strip().splitlines()[-1])
+                except (ValueError, IndexError):
+                    return self.docker.exit_code(self.name)
+            lost_at = now()
+            why = _docker_error_text(err.decode("utf-8", "replace")) or "exit status {}".format(waiter.returncode)
+            self.events.emit("docker_unreachable", error=why)
+            if not self._daemon_back():
+                self.result.update(
+                    error_class="InternalServerError",
+                    error="lost the host's Docker daemon while the container ran (docker wait: {}); "
+                    "it did not answer again within {:.0f} s".format(why, DOCKER_RETURN_SECONDS),
+                )
+                return None
+            state = self.docker.state(self.name)
+            if state is not None and state.running:
+                # Restarted with live-restore: the container lives on; watch it again.
+                self.events.emit("docker_back", container_running=True)
+                since = lost_at
+                continue
+            self.events.emit("docker_back", container_running=False)
+            self.result.update(
+                error_class="InternalServerError",
+                error="the host's Docker daemon stopped while the container ran (docker wait: {}); the container "
+                "ended with it{}".format(why, " (exit code {})".format(state.exit_code) if state else ""),
+            )
+            return state.exit_code if state is not None else None
+
+    def _follow_logs(self, since: Optional[float]) -> "subprocess.Popen[bytes]":
+        args = ["logs", "--follow"]
+        if since is not None:
+            args += ["--since", "{:.3f}".format(since)]
+        with open(self.jobdir.log, "ab") as log:
+            return self.docker.popen([*args, self.name], stdout=log)
+
+    @staticmethod
+    def _end(follower: "subprocess.Popen[bytes]") -> None:
+        try:
+            follower.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            follower.kill()
+            follower.wait()
+
+    def _daemon_back(self) -> bool:
+        give_up = now() + DOCKER_RETURN_SECONDS
+        while now() < give_up:
+            if self.docker.daemon_answers():
+                return True
+            self._check_limits(now())
+            self.stop.event.wait(1.0)
+        return False
+
+    def _check_limits(self, t: float) -> None:
+        if self.interrupt_at is not None or self.stop.event.is_set():
+            return
+        if self.deadline is not None and t >= self.deadline:
+            self.stop.set("MaxRuntimeInSeconds ({} s) exceeded".format(self.task.max_runtime_seconds))
+        elif self.task.orphan_timeout_seconds > 0:
+            unwatched = t - max(self.started, _mtime(self.jobdir.watched))
+            if unwatched > self.task.orphan_timeout_seconds:
+                self.result["orphaned"] = True
+                self.stop.set(
+                    "no coordinator followed the job for {:.0f} s (the orphan timeout, distproc run "
+                    "--orphan-timeout): stopped so that nothing runs unwatched".format(unwatched)
+                )
+
+    def _tick(self, t: float) -> None:
+        self._check_limits(t)
+        if self.interrupt_at is None and self.stop.event.is_set():
+            self.interrupt_at = t
+            self.result.update(stopped=True, stop_reason=self.stop.reason)
+            self.events.emit("stopping", reason=self.stop.reason, grace_seconds=self.task.stop_grace_seconds)
+            self.docker.kill(self.name, "SIGINT")
+        if self.interrupt_at is not None and not self.killed and t >= self.interrupt_at + self.task.stop_grace_seconds:
+            self.killed = True
+            self.events.emit("killing", reason="grace period over")
+            self.docker.kill(self.name, "SIGKILL")
+
+
+def _mtime(path: str) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return 0.0
 
 
 def _docker_error_text(stderr: str) -> str:

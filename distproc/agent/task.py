@@ -64,6 +64,10 @@ class HostTask:
     deps_dir: Optional[str] = None
     # Seconds between metric samples; 0 turns sampling off.
     metrics_interval_seconds: float = 5.0
+    # Stop the container once no coordinator has followed the job for this long; 0: never.
+    orphan_timeout_seconds: float = 0.0
+    # The container's memory limit in bytes (docker --memory); None: the host's memory.
+    memory_limit_bytes: Optional[int] = None
 
     @property
     def container_name(self) -> str:
@@ -139,6 +143,12 @@ def parse_task(doc: Any) -> HostTask:
     interval = doc.get("metrics_interval_seconds", 5.0)
     if not isinstance(interval, (int, float)) or interval < 0:
         raise TaskError("task field metrics_interval_seconds must be a non-negative number")
+    orphan_timeout = doc.get("orphan_timeout_seconds", 0)
+    if not isinstance(orphan_timeout, (int, float)) or orphan_timeout < 0:
+        raise TaskError("task field orphan_timeout_seconds must be a non-negative number")
+    memory_limit = doc.get("memory_limit_bytes")
+    if memory_limit is not None and (not isinstance(memory_limit, int) or memory_limit <= 0):
+        raise TaskError("task field memory_limit_bytes must be a positive integer or null")
     local_paths = _str_tuple(doc, "local_paths") or ()
     for path in local_paths:
         if not path.startswith(CONTAINER_ML_ROOT + "/processing/") or ".." in path.split("/"):
@@ -164,6 +174,8 @@ def parse_task(doc: Any) -> HostTask:
         s3=s3,
         deps_dir=deps_dir,
         metrics_interval_seconds=float(interval),
+        orphan_timeout_seconds=float(orphan_timeout),
+        memory_limit_bytes=memory_limit,
     )
 
 
@@ -207,6 +219,11 @@ class JobDir:
     @property
     def stop_request(self) -> str:
         return self.path("stop-request.json")
+
+    @property
+    def watched(self) -> str:
+        # Touched while a coordinator follows the job: its mtime is the last sign of one.
+        return self.path("watched")
 
     @property
     def agent_log(self) -> str:

@@ -46,6 +46,7 @@ KNOWN_DISTPROC_VARIABLES = frozenset(
         "distproc_known_hosts",
         "distproc_s3_endpoint_url",
         "distproc_aws_region",
+        "distproc_memory_limit",
         # Read by the provisioning playbook (ansible/), not by distproc: accepted so
         # one inventory serves both.
         "distproc_install_packages",
@@ -150,6 +151,7 @@ def build_host(raw: RawHost, source: str, base_dir: Path, memo: dict[int, object
         known_hosts=v.local_path("distproc_known_hosts"),
         s3_endpoint_url=v.text("distproc_s3_endpoint_url"),
         aws_region=v.text("distproc_aws_region"),
+        memory_limit_bytes=v.memory_limit(),
         groups=raw.groups,
         vars=_freeze_mapping(raw.vars, memo),
     )
@@ -293,6 +295,19 @@ class _Variables:
             self.fail("distproc_docker_host", f"must be a Docker address starting {schemes}", value)
         return value
 
+    def memory_limit(self) -> int | None:
+        value = self.get("distproc_memory_limit")[1]
+        if value is None:
+            return None
+        limit = _byte_size(value)
+        if limit is None or limit < MIN_MEMORY_LIMIT:
+            self.fail(
+                "distproc_memory_limit",
+                "must be a size of at least 6m: a number of bytes, or a number with k, m or g (e.g. 512m, 16g)",
+                value,
+            )
+        return limit
+
     def work_dir(self) -> str:
         value = self.text("distproc_work_dir")
         if value is None:
@@ -301,6 +316,25 @@ class _Variables:
         if not posixpath.isabs(value) or normal in ("/", "//"):
             self.fail("distproc_work_dir", "must be an absolute path below /", value)
         return normal
+
+
+#: Docker refuses a container memory limit under 6 MiB.
+MIN_MEMORY_LIMIT = 6 * 1024 * 1024
+_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def _byte_size(value: object) -> int | None:
+    """Bytes from an int or a Docker-style size (``512m``, ``16g``); None if it is neither."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if value > 0 else None
+    if not isinstance(value, str):
+        return None
+    text = value.strip().lower()
+    unit = text[-1:] if text[-1:] in _UNITS and not text[-1:].isdigit() else ""
+    number = text[: len(text) - len(unit)]
+    if not (0 < len(number) <= 15 and number.isascii() and number.isdecimal()):
+        return None
+    return int(number) * _UNITS[unit]
 
 
 def _whole_number(value: object) -> int | None:

@@ -58,6 +58,8 @@ class Host:
     s3_endpoint_url: str | None = None
     #: The AWS region for S3 on this host; None for the host's own default.
     aws_region: str | None = None
+    #: The container's memory limit in bytes (``distproc_memory_limit``); None: all the host has.
+    memory_limit_bytes: int | None = None
     #: Every group the host is in, directly or through children, lowest
     #: precedence first; the implicit ``all`` is left out.
     groups: tuple[str, ...] = ()

@@ -72,10 +72,21 @@ __all__ = [
 ]
 
 
-def transport_for(host: Host | Endpoint, *, connect_timeout: float = 15.0) -> Transport:
+def transport_for(
+    host: Host | Endpoint, *, connect_timeout: float = 15.0, keepalive_interval: float = 15.0
+) -> Transport:
     """The transport an inventory host asks for (`ansible_connection`)."""
     e = host if isinstance(host, Endpoint) else Endpoint.from_host(host)
     if e.connection == "local":
         return LocalTransport(e.name)
-    target = SSHTarget(e.name, e.address, e.port, e.user, e.key_file, e.known_hosts, connect_timeout)
+    target = SSHTarget(
+        e.name,
+        e.address,
+        e.port,
+        e.user,
+        e.key_file,
+        e.known_hosts,
+        connect_timeout,
+        keepalive_interval=keepalive_interval,
+    )
     return SSHTransport(target)

@@ -57,9 +57,7 @@ def build(args: argparse.Namespace) -> tuple[ScriptProcessor, dict[str, Any]]:
     )
     run_args: dict[str, Any] = {
         "code": str(HERE / "preprocessing.py"),
-        "inputs": [
-            ProcessingInput(source=str(args.data), destination="/opt/ml/processing/input", input_name="data")
-        ],
+        "inputs": [ProcessingInput(source=str(args.data), destination="/opt/ml/processing/input", input_name="data")],
         "outputs": [
             ProcessingOutput(
                 source="/opt/ml/processing/train", destination=str(args.output / "train"), output_name="train"
