@@ -36,6 +36,9 @@ def run_argv(task: HostTask, ml_dir: str, env_file: Optional[str], inherited_env
     argv = [
         "run",
         "--detach",
+        # The agent pulls a missing image itself (login, events, a clear ClientError).
+        "--pull",
+        "never",
         "--name",
         task.container_name,
         "--label",

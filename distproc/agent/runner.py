@@ -198,23 +198,13 @@ def _run_task(
 ) -> Dict[str, Any]:
     deadline = started + task.max_runtime_seconds if task.max_runtime_seconds else None
     docker = Docker(task.docker)
-    try:
-        _ensure_image(docker, task, events, stop)
-    except ecr.EcrLoginError as exc:
-        return _finish(jobdir, events, result, "ClientError", "cannot pull image {}: {}".format(task.image, exc))
-    except DockerError as exc:
-        return _finish(
-            jobdir,
-            events,
-            result,
-            "ClientError",
-            "cannot pull image {}: {}".format(task.image, exc.stderr.strip()[-500:]),
-        )
     if stop.event.is_set():
         result.update(stopped=True, stop_reason=stop.reason)
         return _finish(jobdir, events, result, None, None)
     try:
         _run_container(jobdir, task, docker, events, stop, deadline, result)
+    except _PullFailed as exc:
+        return _finish(jobdir, events, result, "ClientError", str(exc))
     except DockerError as exc:
         return _finish(jobdir, events, result, "InternalServerError", str(exc))
     finally:
@@ -224,17 +214,27 @@ def _run_task(
     return _finish(jobdir, events, result, result.get("error_class"), result.get("error"))
 
 
-def _ensure_image(docker: Docker, task: HostTask, events: EventLog, stop: StopFlag) -> None:
-    if docker.image_present(task.image):
-        events.emit("image_ready", pulled=False)
-        return
-    if ecr.ecr_registry(task.image):
-        if task.deps_dir and task.deps_dir not in sys.path:
-            sys.path.insert(0, task.deps_dir)  # the shipped boto3
-        events.emit("registry_login", registry=ecr.login(docker, task.image, dict(task.s3 or {})))
-    events.emit("image_pull_started", image=task.image)
-    docker.run(["pull", task.image], timeout=None)
+class _PullFailed(Exception):
+    """The image is not on the host and cannot be pulled: the job's fault (ClientError)."""
+
+
+def _pull_image(docker: Docker, task: HostTask, events: EventLog) -> None:
+    try:
+        if ecr.ecr_registry(task.image):
+            if task.deps_dir and task.deps_dir not in sys.path:
+                sys.path.insert(0, task.deps_dir)  # the shipped boto3
+            events.emit("registry_login", registry=ecr.login(docker, task.image, dict(task.s3 or {})))
+        events.emit("image_pull_started", image=task.image)
+        docker.run(["pull", task.image], timeout=None)
+    except ecr.EcrLoginError as exc:
+        raise _PullFailed("cannot pull image {}: {}".format(task.image, exc)) from exc
+    except DockerError as exc:
+        raise _PullFailed("cannot pull image {}: {}".format(task.image, exc.stderr.strip()[-500:])) from exc
     events.emit("image_ready", pulled=True)
+
+
+def _missing_image(stderr: str) -> bool:
+    return "No such image" in stderr
 
 
 def _run_container(
@@ -252,12 +252,24 @@ def _run_container(
     inherited_values = {k: v for k, v in task.environment if k in set(inherited)}
     try:
         argv = run_argv(_with_resolved_hosts(task), jobdir.ml, jobdir.env_file, inherited)
+        # `--pull never` first: an image already on the host (the usual case) costs no
+        # separate `docker image inspect`; a missing one is pulled, then run again.
         status, _, err = docker.run(argv, extra_env=inherited_values, check=False, timeout=300)
+        if status != 0 and _missing_image(err):
+            _pull_image(docker, task, events)
+            if stop.event.is_set():
+                result.update(stopped=True, stop_reason=stop.reason)
+                return
+            status, _, err = docker.run(argv, extra_env=inherited_values, check=False, timeout=300)
+        elif status == 0:
+            events.emit("image_ready", pulled=False)
         if status != 0 and "is already in use" in err:
             # A leftover of an earlier attempt under the same identity: removed only when
             # it is there, which saves every other start a docker call.
             docker.remove(name)
             status, _, err = docker.run(argv, extra_env=inherited_values, check=False, timeout=300)
+            if status == 0:
+                events.emit("image_ready", pulled=False)
     finally:
         # Docker has read the values once the container exists; keep no copy on disk.
         os.unlink(jobdir.env_file)
