@@ -73,7 +73,8 @@ def _prepare(jobdir: JobDir, raw: bytes, launch: bool) -> int:
         return 2
     if os.path.isdir(jobdir.root):
         pid = runner.agent_pid(jobdir)
-        if pid is not None and runner.pid_alive(pid):
+        # A run that wrote its result is over, even if its process is still exiting.
+        if pid is not None and runner.pid_alive(pid) and not os.path.exists(jobdir.result):
             _print({"error": "job folder {} is in use by agent pid {}".format(jobdir.root, pid)})
             return 2
         # A leftover of an earlier attempt of this job name: nothing runs there.
