@@ -26,6 +26,7 @@ from tests.cluster import (
     _netns_path,
     _pid_from_file,
     _pids_in_netns,
+    _proc_state,
     _reap,
     _ssh_banner,
     _tool,
@@ -136,7 +137,12 @@ def kill_dockerd(host: str) -> None:
     pid = dockerd_pid(host)
     os.kill(pid, signal.SIGKILL)
     _wait(f"{host}'s dockerd to stop answering", lambda: not _docker_ping(d.docker_sock, 0.5))
+    # Dead or a zombie (its parent may be slow to reap it): either way it is gone as
+    # a daemon, but dockerd refuses to start while its pid file names a live pid.
+    _wait(f"{host}'s dockerd to exit", lambda: _proc_state(pid) in (None, "Z"))
     _reap()
+    with contextlib.suppress(FileNotFoundError):
+        d.dockerd_pid.unlink()
 
 
 def start_dockerd(host: str) -> None:
