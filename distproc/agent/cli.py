@@ -263,8 +263,15 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
-    """Remove the job's data and container; keep the record (events, log, result)."""
-    jobdir = JobDir(args.jobdir)
+    _print(cleanup_job(JobDir(args.jobdir)))
+    return 0
+
+
+def cleanup_job(jobdir: JobDir) -> Dict[str, Any]:
+    """Remove the job's data and container; keep the record (events, log, result).
+
+    The answer carries the host's metric samples, which saves the coordinator a round trip.
+    """
     problems: List[str] = []
     try:
         task: Optional[Any] = jobdir.load_task()
@@ -284,10 +291,8 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
         lease.release(lease.work_dir_of(jobdir.root), task.job_name)
     from .metrics import read_samples
 
-    # The samples stay on the host; sending them here saves the coordinator a round trip.
     gpu, samples = read_samples(jobdir.metrics)
-    _print({"removed": not problems, "problems": problems, "metrics": {"gpu": gpu, "samples": samples}})
-    return 0
+    return {"removed": not problems, "problems": problems, "metrics": {"gpu": gpu, "samples": samples}}
 
 
 def build_parser() -> argparse.ArgumentParser:
