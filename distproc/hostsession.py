@@ -71,14 +71,54 @@ class HostSession:
         self.job_dir = job_dir
         self.bundle = bundle
         self.agent_path = bundle.remote_path(work_dir)
-        # The agent of a successful `claim`, still waiting for its task on this channel.
+        # The agent of a successful `claim`, which serves this job's requests on its
+        # channel (agent/cli.py serve) until cleanup; None once that channel is
+        # gone, after which each step is an agent verb of its own.
         self._claimed: Channel | None = None
+        # Held while a request is in flight on the claimed channel.
+        self._claimed_busy = asyncio.Lock()
 
     def for_job(self, job_dir: str) -> HostSession:
         """This host's session for one job's folder; a waiting claim goes with it."""
         session = HostSession(self.transport, self.python, self.work_dir, job_dir, self.bundle)
         session._claimed, self._claimed = self._claimed, None
         return session
+
+    def _conversation(self) -> Channel | None:
+        """The claimed channel if it is free for a request now, else None (use a verb)."""
+        if self._claimed is None or self._claimed_busy.locked():
+            return None
+        return self._claimed
+
+    def _drop_claimed(self) -> None:
+        channel, self._claimed = self._claimed, None
+        if channel is not None:
+            channel.abort()
+
+    async def _ask(self, channel: Channel, request: dict[str, Any]) -> dict[str, Any]:
+        """One request on the claimed channel and its one-line answer; an error answer
+        raises AgentError (the agent may have ended the conversation: the channel is dropped)."""
+        async with self._claimed_busy:
+            try:
+                await channel.write(json.dumps(request).encode() + b"\n")
+                line = await channel.readline()
+                try:
+                    doc = json.loads(line) if line.strip() else None
+                except ValueError:
+                    doc = None
+                if isinstance(doc, dict) and "error" not in doc:
+                    return doc
+                result = await _finish(channel)
+            except BaseException:
+                self._drop_claimed()
+                raise
+            self._claimed = None
+        if isinstance(doc, dict):
+            raise AgentError(f"{self.name}: {doc['error']}")
+        raise AgentError(
+            f"{self.name}: no answer to {request.get('verb')} (exit status {result.exit_status}): "
+            f"{result.stderr_text().strip()[-800:] or line[-400:]!r}"
+        )
 
     @property
     def name(self) -> str:
@@ -116,16 +156,13 @@ class HostSession:
         After a `claim`, the agent that took the lease is still waiting on its
         channel and prepares the task itself; otherwise this is the `prepare` verb.
         """
-        channel, self._claimed = self._claimed, None
+        channel = self._conversation()
         if channel is None:
             argv = self._agent("prepare", self.job_dir, *(["--launch"] if launch else []))
             doc = await self.transport.run_json(argv, input=json.dumps(task).encode())
         else:
-            request = {"jobdir": self.job_dir, "launch": launch, "task": task}
-            result = await _finish(channel, json.dumps(request).encode())
-            doc = parse_json_reply(self.name, result)
-            if "error" in doc or not result.ok:
-                raise AgentError(f"{self.name}: {doc.get('error') or result.stderr_text().strip()[-800:]}")
+            request = {"verb": "prepare", "jobdir": self.job_dir, "launch": launch, "task": task}
+            doc = await self._ask(channel, request)
         return int(doc["pid"]) if launch else None
 
     async def _stream_in(self, argv: list[str], chunks: AsyncIterator[bytes]) -> tuple[CommandResult, dict[str, Any]]:
@@ -250,7 +287,7 @@ class HostSession:
     async def release(self, job: str) -> None:
         channel, self._claimed = self._claimed, None
         if channel is not None:
-            # The claiming agent still waits: stdin closed without a task releases the lease.
+            # The claiming agent still waits: input closed before a launch releases the lease.
             result = await _finish(channel)
             if result.ok:
                 return
@@ -277,7 +314,11 @@ class HostSession:
         return found if isinstance(found, str) and found else None
 
     async def launch(self) -> int:
-        doc = await self.transport.run_json(self._agent("launch", self.job_dir))
+        channel = self._conversation()
+        if channel is not None:
+            doc = await self._ask(channel, {"verb": "launch"})
+        else:
+            doc = await self.transport.run_json(self._agent("launch", self.job_dir))
         return int(doc["pid"])
 
     async def follow(
@@ -288,14 +329,31 @@ class HostSession:
         Raises ConnectionError_ if the connection drops, with the position in
         `exc.position` so the caller can reconnect and resume.
         """
-        channel = await self.transport.open(
-            self._agent(
-                "follow", self.job_dir, "--events-offset", str(position.events), "--log-offset", str(position.log)
-            )
+        channel = self._conversation()
+        if channel is not None:
+            async with self._claimed_busy:
+                request = {"verb": "follow", "events_offset": position.events, "log_offset": position.log}
+                return await self._follow_on(channel, request, position, on_line, claimed=True)
+        argv = self._agent(
+            "follow", self.job_dir, "--events-offset", str(position.events), "--log-offset", str(position.log)
         )
+        return await self._follow_on(await self.transport.open(argv), None, position, on_line, claimed=False)
+
+    async def _follow_on(
+        self,
+        channel: Channel,
+        request: dict[str, Any] | None,
+        position: FollowPosition,
+        on_line: Callable[[dict[str, Any]], Awaitable[None]],
+        claimed: bool,
+    ) -> FollowPosition:
         events, log = position.events, position.log
-        pinger = asyncio.ensure_future(_ping(channel))
+        pinger: asyncio.Future[None] | None = None
+        ended = False
         try:
+            if request is not None:
+                await channel.write(json.dumps(request).encode() + b"\n")
+            pinger = asyncio.ensure_future(_ping(channel))
             async for doc in _json_lines(channel.readline):
                 stream = doc.get("stream")
                 if stream == "event":
@@ -304,14 +362,24 @@ class HostSession:
                     log = int(doc["offset"])
                 await on_line(doc)
                 if stream in ("result", "lost"):
+                    ended = True
                     break
-            await channel.wait()
+            if pinger is not None:
+                pinger.cancel()
+            if not claimed:
+                await channel.wait()
         except ConnectionError_ as exc:
             exc.position = FollowPosition(events, log)  # type: ignore[attr-defined]
             raise
         finally:
-            pinger.cancel()
-            channel.abort()
+            if pinger is not None:
+                pinger.cancel()
+            if not claimed:
+                channel.abort()
+            elif not ended:
+                # Cut short (a lost link, a cancelled follower) or the agent ended: the
+                # conversation is over; later steps use verbs of their own.
+                self._drop_claimed()
         return FollowPosition(events, log)
 
     async def stop(self, reason: str) -> dict[str, Any]:
@@ -321,7 +389,14 @@ class HostSession:
         return await self.transport.run_json(self._agent("status", self.job_dir))
 
     async def cleanup(self) -> dict[str, Any]:
-        return await self.transport.run_json(self._agent("cleanup", self.job_dir))
+        channel = self._conversation()
+        if channel is None:
+            return await self.transport.run_json(self._agent("cleanup", self.job_dir))
+        doc = await self._ask(channel, {"verb": "cleanup"})
+        self._claimed = None
+        with contextlib.suppress(DistprocError):
+            await _finish(channel)  # cleanup ended the conversation: the agent exits
+        return doc
 
 
 def _in_own_thread(func: Callable[..., T], *args: Any) -> asyncio.Future[T]:

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -486,3 +487,45 @@ def test_an_image_that_cannot_be_pulled_fails_with_client_error(env: Env) -> Non
     assert result.returncode == 1, result.stderr
     reason = env.describe("noimage")["FailureReason"]
     assert reason.startswith("ClientError: algo-1 (h1): cannot pull image distproc-test:absent")
+
+
+def test_each_host_runs_one_agent_for_the_whole_job(env: Env, tmp_path: Path) -> None:
+    """Claim, prepare, launch, follow and cleanup are one agent process per host, on one channel.
+
+    Each host's python is a wrapper that notes the agent verb it runs, so the
+    count is of processes the hosts really started; only file:// staging and
+    collection (tar streams of their own) add one each.
+    """
+    calls = tmp_path / "calls.log"
+    wrapper = tmp_path / "python3"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f'case "$1" in *distproc-agent-*) echo "$2" >> {calls} ;; esac\n'
+        'exec /usr/bin/python3 "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    inventory = env.cluster.write_inventory(
+        tmp_path / "counted.yaml",
+        extra_host_vars={h.name: {"ansible_python_interpreter": str(wrapper)} for h in env.cluster.hosts},
+    )
+
+    def run(doc: dict[str, Any]) -> Counter[str]:
+        calls.unlink(missing_ok=True)
+        result = env.cli("run", "--inventory", str(inventory), str(env.write_job(doc)))
+        assert result.returncode == 0, result.stderr
+        return Counter(calls.read_text().split())
+
+    # The first job may install the agent (a failed claim, then the install, then claim again).
+    run(job_doc("warmup", count=3, entrypoint=["true"]))
+    assert run(job_doc("onecall", entrypoint=["sh", "-c", "echo hi"])) == Counter(claim=3)
+    src = env.data / "in"
+    src.mkdir()
+    (src / "a.txt").write_text("x")
+    staged = job_doc(
+        "staged",
+        entrypoint=["sh", "-c", "cp /opt/ml/processing/input/a.txt /opt/ml/processing/output/"],
+        inputs=[file_input("in", f"{src}/", "/opt/ml/processing/input")],
+        outputs=[file_output("out", f"{env.data}/out/", "/opt/ml/processing/output")],
+    )
+    assert run(staged) == Counter(claim=3, untar=3, pack=3)
+    assert (env.data / "out" / "a.txt").read_text() == "x"

@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional
 
 from . import lease
 from .container import Docker, DockerError
+from .lines import StdinLines
 from .task import DockerAccess, JobDir, TaskError, parse_task
 
 
@@ -154,47 +155,78 @@ def cmd_lease(args: argparse.Namespace) -> int:
 
 
 def cmd_claim(args: argparse.Namespace) -> int:
-    """`lease`, then `prepare` in the same process: one python start and one channel per host.
+    """Lease the host, then serve the job's requests in this one process.
 
-    Prints the lease answer as a line at once. A host that is leased then
-    waits for the coordinator to choose every host of the job: on stdin comes
-    {"jobdir": ..., "launch": bool, "task": {...}}, prepared as `prepare`
-    does; stdin closed without one (the host is not needed, or the coordinator
-    is gone) releases the lease. The lease is renewed while it waits.
+    Prints the lease answer as a line at once. A host that is leased then holds
+    one conversation with the coordinator for the whole job, one JSON request
+    per line on stdin and its answer on stdout (see `serve`): one python start
+    and one SSH channel per host instead of one per step.
     """
     answer = lease.acquire(args.workdir, args.job, args.holder, args.stale_after)
     _print(answer)
     if not answer.get("leased"):
         return 0
-    raw = _read_renewing(args.workdir, args.job, args.stale_after / 4)
-    if not raw.strip():
-        _print({"released": lease.release(args.workdir, args.job)})
-        return 0
-    try:
-        doc = json.loads(raw.decode("utf-8"))
-        jobdir = JobDir(str(doc["jobdir"]))
-        task = json.dumps(doc["task"]).encode("utf-8")
-    except (ValueError, KeyError, TypeError) as exc:
-        _print({"error": "bad prepare document: {}".format(exc)})
-        return 2
-    return _prepare(jobdir, task, bool(doc.get("launch")))
+    return serve(StdinLines(sys.stdin.fileno()), args.workdir, args.job, args.stale_after / 4)
 
 
-def _read_renewing(work_dir: str, job: str, every: float) -> bytes:
-    """All of stdin, touching the lease whenever nothing came for `every` seconds."""
-    import select
+def serve(lines: StdinLines, work_dir: str, job: str, renew_every: float) -> int:
+    """The claiming agent's conversation, request by request.
 
-    fd = sys.stdin.fileno()
-    chunks: List[bytes] = []
+    First {"verb": "prepare", "jobdir": ..., "launch": bool, "task": {...}},
+    answered as the `prepare` verb would (a failed prepare ends the
+    conversation with its status). Then, in the order the job needs them:
+    {"verb": "launch"} (as `launch`), {"verb": "follow", "events_offset": N,
+    "log_offset": N} (the `follow` stream, ending with its "result" or "lost"
+    line; empty lines meanwhile are the coordinator's pings) and
+    {"verb": "cleanup"} (as `cleanup`, which ends it). Input closed early ends
+    it too: before the run is launched that gives the lease back (the host
+    was not needed, or the coordinator is gone); after, the run keeps it.
+    While waiting for a request the lease is renewed.
+    """
+    jobdir: Optional[JobDir] = None
+    launched = False
     while True:
-        ready, _, _ = select.select([fd], [], [], max(every, 1.0))
-        if not ready:
+        line = lines.readline(max(renew_every, 1.0))
+        if line is None:
             lease.renew(work_dir, job)
             continue
-        chunk = os.read(fd, 1 << 16)
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
+        if not line:
+            if not launched:
+                _print({"released": lease.release(work_dir, job)})
+            return 0
+        if not line.strip():
+            continue  # a ping that came after its follow ended
+        try:
+            doc = json.loads(line.decode("utf-8"))
+            verb = str(doc.get("verb", "prepare"))
+        except (ValueError, AttributeError) as exc:
+            _print({"error": "bad request: {}".format(exc)})
+            return 2
+        if jobdir is None:
+            if verb != "prepare":
+                _print({"error": "{} before prepare".format(verb)})
+                return 2
+            try:
+                jobdir = JobDir(str(doc["jobdir"]))
+                task = json.dumps(doc["task"]).encode("utf-8")
+            except (KeyError, TypeError, ValueError) as exc:
+                _print({"error": "bad prepare document: {}".format(exc)})
+                return 2
+            launched = bool(doc.get("launch"))
+            status = _prepare(jobdir, task, launched)
+            if status != 0:
+                return status
+        elif verb == "launch":
+            answer = launch_job(jobdir)
+            launched = launched or "pid" in answer
+            _print(answer)
+        elif verb == "follow":
+            follow.follow(jobdir, int(doc.get("events_offset", 0)), int(doc.get("log_offset", 0)), lines=lines)
+        elif verb == "cleanup":
+            _print(cleanup_job(jobdir))
+            return 0
+        else:
+            _print({"error": "unknown request {!r}".format(verb)})
 
 
 def cmd_release(args: argparse.Namespace) -> int:
@@ -230,16 +262,19 @@ def cmd_load_image(args: argparse.Namespace) -> int:
 
 
 def cmd_launch(args: argparse.Namespace) -> int:
-    jobdir = JobDir(args.jobdir)
+    answer = launch_job(JobDir(args.jobdir))
+    _print(answer)
+    return 2 if "error" in answer else 0
+
+
+def launch_job(jobdir: JobDir) -> Dict[str, Any]:
+    """Start the prepared task's run, detached; a run already going is reported, not doubled."""
     if not os.path.exists(jobdir.task):
-        _print({"error": "no task in {}: prepare it first".format(jobdir.root)})
-        return 2
+        return {"error": "no task in {}: prepare it first".format(jobdir.root)}
     pid = runner.agent_pid(jobdir)
     if pid is not None and runner.pid_alive(pid):
-        _print({"pid": pid, "already_running": True})
-        return 0
-    _print({"pid": runner.launch(jobdir)})
-    return 0
+        return {"pid": pid, "already_running": True}
+    return {"pid": runner.launch(jobdir)}
 
 
 def cmd_run(args: argparse.Namespace) -> int:

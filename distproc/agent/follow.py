@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import sys
 import time
 from typing import IO, Any, Dict, Optional, Tuple
 
 from .files import read_json
+from .lines import StdinLines
 from .runner import agent_pid, pid_alive
 from .task import JobDir
 
@@ -46,14 +46,9 @@ def _emit(out: IO[str], doc: Dict[str, Any]) -> None:
 class _Pings:
     """The coordinator's pings on stdin, each one noted in the job's `watched` file."""
 
-    def __init__(self, jobdir: JobDir, stdin: Optional[IO[bytes]]) -> None:
+    def __init__(self, jobdir: JobDir, lines: Optional[StdinLines]) -> None:
         self.path = jobdir.watched
-        self.fd: Optional[int] = None
-        if stdin is not None:
-            try:
-                self.fd = stdin.fileno()
-            except (OSError, ValueError):
-                self.fd = None
+        self.lines = lines
         self.touch()
 
     def touch(self) -> None:
@@ -66,24 +61,21 @@ class _Pings:
 
     def wait(self, seconds: float) -> None:
         """Sleep up to `seconds`, taking any pings that arrive meanwhile."""
-        if self.fd is None:
+        if self.lines is None:
             time.sleep(seconds)
             return
-        try:
-            readable, _, _ = select.select([self.fd], [], [], seconds)
-        except (OSError, ValueError):
-            self.fd = None
+        line = self.lines.readline(seconds)
+        if line is None:
             return
-        if not readable:
+        if not line:
+            self.lines = None  # stdin closed: nothing more will come, sleep from now on
             return
-        try:
-            data = os.read(self.fd, 4096)
-        except OSError:
-            data = b""
-        if data:
-            self.touch()
-        else:
-            self.fd = None  # stdin closed: nothing more will come, sleep from now on
+        self.touch()
+        if line.strip():
+            # Not a ping but the coordinator's next request: keep it for the
+            # conversation, and take no more pings (none come after it).
+            self.lines.unread(line)
+            self.lines = None
 
 
 def follow(
@@ -92,10 +84,19 @@ def follow(
     log_offset: int = 0,
     out: IO[str] = sys.stdout,
     stdin: Optional[IO[bytes]] = None,
+    lines: Optional[StdinLines] = None,
 ) -> int:
-    """Emit new events and output until the run has finished; 0 then, 3 if the run is lost."""
+    """Emit new events and output until the run has finished; 0 then, 3 if the run is lost.
+
+    Pings come from `lines` (the claiming agent's conversation) or else `stdin`.
+    """
+    if lines is None and stdin is not None:
+        try:
+            lines = StdinLines(stdin.fileno())
+        except (OSError, ValueError):
+            lines = None
     lost_checks = 0
-    pings = _Pings(jobdir, stdin)
+    pings = _Pings(jobdir, lines)
     while True:
         finished = os.path.exists(jobdir.result)
         progressed = True
