@@ -283,6 +283,9 @@ def main() -> int:
     sizes = [n for n in map(int, args.sizes.split(",")) if n <= args.hosts]
     overhead = {int(n) for n in args.overhead_sizes.split(",")}
     pdsh = ensure_pdsh()
+    # As installed from a wheel, distproc has its bytecode; a source checkout run with
+    # PYTHONDONTWRITEBYTECODE=1 would compile every module at every start instead.
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "distproc")], check=True)
     base = ClusterConfig.from_env()
     cfg = ClusterConfig(args.hosts, base.cluster_dir, base.run_dir, base.cache_dir, base.mirror)
     cfg.validate()

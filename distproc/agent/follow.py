@@ -25,6 +25,10 @@ from .runner import agent_pid, pid_alive
 from .task import JobDir
 
 POLL_SECONDS = 0.2
+# After progress the follower looks again soon, backing off to POLL_SECONDS while
+# nothing happens: a short job's end is seen within tens of milliseconds, and a
+# quiet long one costs five looks a second.
+FIRST_POLL_SECONDS = 0.02
 CHUNK = 64 * 1024
 
 
@@ -97,6 +101,7 @@ def follow(
             lines = None
     lost_checks = 0
     pings = _Pings(jobdir, lines)
+    poll = FIRST_POLL_SECONDS
     while True:
         finished = os.path.exists(jobdir.result)
         progressed = True
@@ -114,11 +119,13 @@ def follow(
                         continue
                     _emit(out, {"stream": "event", "offset": events_offset, "event": event})
                 progressed = True
+                poll = FIRST_POLL_SECONDS
             data, new_offset = _read_from(jobdir.log, log_offset)
             if data:
                 log_offset = new_offset
                 _emit(out, {"stream": "log", "offset": log_offset, "data": data.decode("utf-8", "surrogateescape")})
                 progressed = True
+                poll = FIRST_POLL_SECONDS
         if finished:
             _emit(out, {"stream": "result", "result": read_json(jobdir.result)})
             return 0
@@ -131,4 +138,5 @@ def follow(
                 return 3
         else:
             lost_checks = 0
-        pings.wait(POLL_SECONDS)
+        pings.wait(poll)
+        poll = min(poll * 2, POLL_SECONDS)
