@@ -499,9 +499,7 @@ def test_each_host_runs_one_agent_for_the_whole_job(env: Env, tmp_path: Path) ->
     calls = tmp_path / "calls.log"
     wrapper = tmp_path / "python3"
     wrapper.write_text(
-        "#!/bin/sh\n"
-        f'case "$1" in *distproc-agent-*) echo "$2" >> {calls} ;; esac\n'
-        'exec /usr/bin/python3 "$@"\n'
+        f'#!/bin/sh\ncase "$1" in *distproc-agent-*) echo "$2" >> {calls} ;; esac\nexec /usr/bin/python3 "$@"\n'
     )
     wrapper.chmod(0o755)
     inventory = env.cluster.write_inventory(

@@ -313,7 +313,9 @@ def cleanup_job(jobdir: JobDir) -> Dict[str, Any]:
     except TaskError:
         task = None
     if task is not None:
-        Docker(task.docker).remove(task.container_name)
+        from .engine import for_access
+
+        for_access(task.docker).remove(task.container_name)
     for path in (jobdir.ml, jobdir.task, jobdir.env_file, jobdir.stop_request):
         try:
             if os.path.isdir(path):

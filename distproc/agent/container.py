@@ -1,7 +1,9 @@
 """Docker, as the agent drives it: the `docker run` argv and the CLI calls.
 
 The argv is built by a pure function so the contract's rules (entrypoint
-cases, networking, GPUs, labels) are tested without a daemon.
+cases, networking, GPUs, labels) are tested without a daemon. The runner
+reaches the daemon through engine.py, which uses the CLI calls here only when
+it cannot speak the daemon's API itself; pulls and logins always come here.
 """
 
 from __future__ import annotations
@@ -78,9 +80,13 @@ def gpu_argv(gpus: object, mode: str) -> List[str]:
     if gpus == 0 or gpus is None:
         return []
     if mode == "runtime":
-        visible = "all" if gpus == "all" else ",".join(str(i) for i in range(int(str(gpus))))
-        return ["--runtime", "nvidia", "--env", "NVIDIA_VISIBLE_DEVICES={}".format(visible)]
+        return ["--runtime", "nvidia", "--env", "NVIDIA_VISIBLE_DEVICES={}".format(nvidia_visible(gpus))]
     return ["--gpus", "all" if gpus == "all" else str(gpus)]
+
+
+def nvidia_visible(gpus: object) -> str:
+    """NVIDIA_VISIBLE_DEVICES for the nvidia runtime: "all", or the first N devices."""
+    return "all" if gpus == "all" else ",".join(str(i) for i in range(int(str(gpus))))
 
 
 class Docker:

@@ -13,9 +13,11 @@ import os
 import shutil
 import sys
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 from .container import Docker, DockerError
+from .engine import docker_socket as _docker_socket
+from .engine import ping as _ping
 from .task import DockerAccess
 
 
@@ -47,48 +49,6 @@ def docker_answers(access: DockerAccess) -> Dict[str, Any]:
     if path is not None and _ping(path):
         return {"ok": True}
     return docker_report(Docker(access), with_runtimes=False)
-
-
-def _docker_socket(access: DockerAccess) -> Optional[str]:
-    """The Unix socket the docker CLI would use here, if that is certain; else None."""
-    if tuple(access.command) != ("docker",) or shutil.which("docker") is None:
-        return None
-    host = access.host or os.environ.get("DOCKER_HOST")
-    if host:
-        return host[len("unix://") :] if host.startswith("unix://") else None
-    if os.environ.get("DOCKER_CONTEXT"):
-        return None
-    config = os.path.join(os.environ.get("DOCKER_CONFIG") or os.path.expanduser("~/.docker"), "config.json")
-    try:
-        with open(config, "rb") as fh:
-            context = json.loads(fh.read().decode("utf-8")).get("currentContext")
-    except FileNotFoundError:
-        context = None
-    except (OSError, ValueError, AttributeError):
-        return None
-    return "/var/run/docker.sock" if context in (None, "", "default") else None
-
-
-def _ping(path: str, timeout: float = 10.0) -> bool:
-    """GET /_ping on a Docker daemon's Unix socket: True if it answers 200 OK."""
-    import socket
-
-    data = b""
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(timeout)
-            sock.connect(path)
-            sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
-            while len(data) < 65536:
-                chunk = sock.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
-    except OSError:
-        return False
-    head, _, body = data.partition(b"\r\n\r\n")
-    status = head.split(b"\r\n", 1)[0].split()
-    return len(status) >= 2 and status[0].startswith(b"HTTP/1.") and status[1] == b"200" and body.strip() == b"OK"
 
 
 def disk_report(work_dir: str) -> Dict[str, Any]:

@@ -15,15 +15,15 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import sys
 import threading
 from typing import Any, Dict, List, Optional, Tuple
 
 from . import ecr, lease, staging
-from .container import Docker, DockerError, run_argv
+from .container import DockerError
+from .engine import Engine, WaitOutcome, docker_error_text, for_access
 from .files import EventLog, now, read_json, read_message, write_atomic, write_json_atomic
-from .task import HostTask, JobDir, TaskError, env_lines
+from .task import HostTask, JobDir, TaskError
 
 # How often the watch loop wakes to check for a stop request or the deadline.
 WATCH_INTERVAL = 0.25
@@ -197,18 +197,19 @@ def _run_task(
     jobdir: JobDir, task: HostTask, events: EventLog, stop: StopFlag, started: float, result: Dict[str, Any]
 ) -> Dict[str, Any]:
     deadline = started + task.max_runtime_seconds if task.max_runtime_seconds else None
-    docker = Docker(task.docker)
     if stop.event.is_set():
         result.update(stopped=True, stop_reason=stop.reason)
         return _finish(jobdir, events, result, None, None)
+    # The daemon's API on its socket when that is certain and it answers; else the docker CLI.
+    engine = for_access(task.docker)
     try:
-        _run_container(jobdir, task, docker, events, stop, deadline, result)
+        _run_container(jobdir, task, engine, events, stop, deadline, result)
     except _PullFailed as exc:
         return _finish(jobdir, events, result, "ClientError", str(exc))
     except DockerError as exc:
         return _finish(jobdir, events, result, "InternalServerError", str(exc))
     finally:
-        docker.remove(task.container_name)
+        engine.remove(task.container_name)
     message, valid = read_message(jobdir.host_path("/opt/ml/output/message"))
     result.update(message=message, message_valid=valid)
     return _finish(jobdir, events, result, result.get("error_class"), result.get("error"))
@@ -218,7 +219,9 @@ class _PullFailed(Exception):
     """The image is not on the host and cannot be pulled: the job's fault (ClientError)."""
 
 
-def _pull_image(docker: Docker, task: HostTask, events: EventLog) -> None:
+def _pull_image(engine: Engine, task: HostTask, events: EventLog) -> None:
+    # Always through the CLI: `docker login` (ECR) keeps the credentials in the CLI's config.
+    docker = engine.cli
     try:
         if ecr.ecr_registry(task.image):
             if task.deps_dir and task.deps_dir not in sys.path:
@@ -240,42 +243,35 @@ def _missing_image(stderr: str) -> bool:
 def _run_container(
     jobdir: JobDir,
     task: HostTask,
-    docker: Docker,
+    engine: Engine,
     events: EventLog,
     stop: StopFlag,
     deadline: Optional[float],
     result: Dict[str, Any],
 ) -> None:
     name = task.container_name
-    file_lines, inherited = env_lines(task.environment)
-    write_atomic(jobdir.env_file, "".join(line + "\n" for line in file_lines).encode("utf-8"), 0o600)
-    inherited_values = {k: v for k, v in task.environment if k in set(inherited)}
-    try:
-        argv = run_argv(_with_resolved_hosts(task), jobdir.ml, jobdir.env_file, inherited)
-        # `--pull never` first: an image already on the host (the usual case) costs no
-        # separate `docker image inspect`; a missing one is pulled, then run again.
-        status, _, err = docker.run(argv, extra_env=inherited_values, check=False, timeout=300)
-        if status != 0 and _missing_image(err):
-            _pull_image(docker, task, events)
-            if stop.event.is_set():
-                result.update(stopped=True, stop_reason=stop.reason)
-                return
-            status, _, err = docker.run(argv, extra_env=inherited_values, check=False, timeout=300)
-        elif status == 0:
+    resolved = _with_resolved_hosts(task)
+    # Create and start at once: an image already on the host (the usual case) costs no
+    # separate image check; a missing one is pulled, then the start is tried again.
+    status, err = engine.start(resolved, jobdir.ml, jobdir.env_file)
+    if status != 0 and _missing_image(err):
+        _pull_image(engine, task, events)
+        if stop.event.is_set():
+            result.update(stopped=True, stop_reason=stop.reason)
+            return
+        status, err = engine.start(resolved, jobdir.ml, jobdir.env_file)
+    elif status == 0:
+        events.emit("image_ready", pulled=False)
+    if status != 0 and "is already in use" in err:
+        # A leftover of an earlier attempt under the same identity: removed only when
+        # it is there, which saves every other start a docker call.
+        engine.remove(name)
+        status, err = engine.start(resolved, jobdir.ml, jobdir.env_file)
+        if status == 0:
             events.emit("image_ready", pulled=False)
-        if status != 0 and "is already in use" in err:
-            # A leftover of an earlier attempt under the same identity: removed only when
-            # it is there, which saves every other start a docker call.
-            docker.remove(name)
-            status, _, err = docker.run(argv, extra_env=inherited_values, check=False, timeout=300)
-            if status == 0:
-                events.emit("image_ready", pulled=False)
-    finally:
-        # Docker has read the values once the container exists; keep no copy on disk.
-        os.unlink(jobdir.env_file)
     result["container_started"] = now()
     if status != 0:
-        created_code = docker.exit_code(name)
+        created_code = engine.exit_code(name)
         result.update(container_ended=now(), exit_code=created_code if created_code else None)
         # A daemon we cannot reach is the platform's fault; a container that
         # cannot start (bad entrypoint, bad image) is the job's.
@@ -284,19 +280,19 @@ def _run_container(
             error_class="InternalServerError" if unreachable else "ClientError",
             error="container could not start: {}".format(_docker_error_text(err)),
         )
-        events.emit("container_failed_to_start", status=status)
+        events.emit("container_failed_to_start", status=status, docker=engine.kind)
         return
-    events.emit("container_started", name=name)
+    events.emit("container_started", name=name, docker=engine.kind)
     continuous = staging.Continuous(jobdir, task)
     try:
         continuous.start()
     except Exception as exc:
         events.emit("continuous_upload_failed", error=str(exc))
-    code = _ContainerWatch(jobdir, task, docker, events, stop, deadline, result).until_exit()
+    code = _ContainerWatch(jobdir, task, engine, events, stop, deadline, result).until_exit()
     result["container_ended"] = now()
     result["exit_code"] = code
     if code not in (0, None) and not result.get("error"):
-        state = docker.state(name)
+        state = engine.state(name)
         if state is not None and state.oom_killed:
             result.update(error_class="AlgorithmError", error=_oom_text(task, code))
     events.emit("container_exited", exit_code=code)
@@ -315,7 +311,8 @@ def _oom_text(task: HostTask, code: int) -> str:
 class _ContainerWatch:
     """Wait for the container's exit while enforcing stops, the deadline and the orphan timeout.
 
-    `docker wait` is the clock: when it fails, the daemon went away. The watch
+    The engine's wait (`docker wait`, or POST /containers/{id}/wait) is the
+    clock: when it fails, the daemon went away. The watch
     then waits up to DOCKER_RETURN_SECONDS for it to answer again: a daemon
     restarted with live-restore still has the container, which is watched
     again; one without has ended it, which is this host's failure, named.
@@ -325,7 +322,7 @@ class _ContainerWatch:
         self,
         jobdir: JobDir,
         task: HostTask,
-        docker: Docker,
+        engine: Engine,
         events: EventLog,
         stop: StopFlag,
         deadline: Optional[float],
@@ -333,7 +330,7 @@ class _ContainerWatch:
     ) -> None:
         self.jobdir = jobdir
         self.task = task
-        self.docker = docker
+        self.engine = engine
         self.events = events
         self.stop = stop
         self.deadline = deadline
@@ -346,28 +343,18 @@ class _ContainerWatch:
     def until_exit(self) -> Optional[int]:
         since: Optional[float] = None
         while True:
-            follower = self._follow_logs(since)
-            waiter = subprocess.Popen(
-                self.docker.argv(["wait", self.name]),
-                env=self.docker.env(),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-            )
-            while True:
-                try:
-                    out, err = waiter.communicate(timeout=WATCH_INTERVAL)
-                    break
-                except subprocess.TimeoutExpired:
+            follower = self.engine.follow_logs(self.name, since, self.jobdir.log)
+            waiter = self.engine.wait(self.name)
+            outcome: Optional[WaitOutcome] = None
+            while outcome is None:
+                outcome = waiter.poll(WATCH_INTERVAL)
+                if outcome is None:
                     self._tick(now())
-            self._end(follower)
-            if waiter.returncode == 0:
-                try:
-                    return int(out.decode("ascii", "replace").strip().splitlines()[-1])
-                except (ValueError, IndexError):
-                    return self.docker.exit_code(self.name)
+            follower.end()
+            if outcome.ok:
+                return outcome.exit_code
             lost_at = now()
-            why = _docker_error_text(err.decode("utf-8", "replace")) or "exit status {}".format(waiter.returncode)
+            why = outcome.error
             self.events.emit("docker_unreachable", error=why)
             if not self._daemon_back():
                 self.result.update(
@@ -376,7 +363,7 @@ class _ContainerWatch:
                     "it did not answer again within {:.0f} s".format(why, DOCKER_RETURN_SECONDS),
                 )
                 return None
-            state = self.docker.state(self.name)
+            state = self.engine.state(self.name)
             if state is not None and state.running:
                 # Restarted with live-restore: the container lives on; watch it again.
                 self.events.emit("docker_back", container_running=True)
@@ -390,25 +377,10 @@ class _ContainerWatch:
             )
             return state.exit_code if state is not None else None
 
-    def _follow_logs(self, since: Optional[float]) -> "subprocess.Popen[bytes]":
-        args = ["logs", "--follow"]
-        if since is not None:
-            args += ["--since", "{:.3f}".format(since)]
-        with open(self.jobdir.log, "ab") as log:
-            return self.docker.popen([*args, self.name], stdout=log)
-
-    @staticmethod
-    def _end(follower: "subprocess.Popen[bytes]") -> None:
-        try:
-            follower.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            follower.kill()
-            follower.wait()
-
     def _daemon_back(self) -> bool:
         give_up = now() + DOCKER_RETURN_SECONDS
         while now() < give_up:
-            if self.docker.daemon_answers():
+            if self.engine.daemon_answers():
                 return True
             self._check_limits(now())
             self.stop.event.wait(1.0)
@@ -434,11 +406,11 @@ class _ContainerWatch:
             self.interrupt_at = t
             self.result.update(stopped=True, stop_reason=self.stop.reason)
             self.events.emit("stopping", reason=self.stop.reason, grace_seconds=self.task.stop_grace_seconds)
-            self.docker.kill(self.name, "SIGINT")
+            self.engine.kill(self.name, "SIGINT")
         if self.interrupt_at is not None and not self.killed and t >= self.interrupt_at + self.task.stop_grace_seconds:
             self.killed = True
             self.events.emit("killing", reason="grace period over")
-            self.docker.kill(self.name, "SIGKILL")
+            self.engine.kill(self.name, "SIGKILL")
 
 
 def _mtime(path: str) -> float:
@@ -448,10 +420,7 @@ def _mtime(path: str) -> float:
         return 0.0
 
 
-def _docker_error_text(stderr: str) -> str:
-    """Docker's own words, without its advice to read `docker run --help`."""
-    lines = [line for line in stderr.strip().splitlines() if line.strip() and "docker run --help" not in line]
-    return " ".join(lines)[-600:]
+_docker_error_text = docker_error_text
 
 
 def _with_resolved_hosts(task: HostTask) -> HostTask:
@@ -509,10 +478,10 @@ def request_stop(jobdir: JobDir, reason: str) -> Dict[str, Any]:
         task = jobdir.load_task()
     except TaskError:
         return {"state": "no-agent"}
-    docker = Docker(task.docker)
-    docker.kill(task.container_name, "SIGKILL")
-    code = docker.exit_code(task.container_name)
-    docker.remove(task.container_name)
+    engine = for_access(task.docker)
+    engine.kill(task.container_name, "SIGKILL")
+    code = engine.exit_code(task.container_name)
+    engine.remove(task.container_name)
     result: Dict[str, Any] = {
         "exit_code": code,
         "stopped": True,
