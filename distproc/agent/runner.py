@@ -9,7 +9,6 @@ coordinator never leaves a container running forever.
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import json
 import os
@@ -437,7 +436,7 @@ def _with_resolved_hosts(task: HostTask) -> HostTask:
                     ["run"], 1, "cannot resolve {} (the address of {}): {}".format(address, name, exc)
                 ) from exc
         resolved.append((name, address))
-    return dataclasses.replace(task, add_hosts=tuple(resolved))
+    return task._replace(add_hosts=tuple(resolved))
 
 
 def _finish(

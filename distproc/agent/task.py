@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union
 
 TASK_VERSION = 1
 
@@ -21,14 +20,16 @@ class TaskError(Exception):
     """The task document is unusable; the message says which field."""
 
 
-@dataclass(frozen=True)
-class DockerAccess:
+# Frozen values as NamedTuples rather than dataclasses: importing dataclasses
+# (and the inspect module it needs) was about a fifth of an agent start's imports.
+
+
+class DockerAccess(NamedTuple):
     command: Tuple[str, ...]
     host: Optional[str]
 
 
-@dataclass(frozen=True)
-class OutputSpec:
+class OutputSpec(NamedTuple):
     name: str
     local_path: str
     uri: str
@@ -39,8 +40,7 @@ class OutputSpec:
         return self.uri[:8].lower().startswith(("s3://", "https://"))
 
 
-@dataclass(frozen=True)
-class HostTask:
+class HostTask(NamedTuple):
     job_name: str
     algo: str
     hosts: Tuple[str, ...]
