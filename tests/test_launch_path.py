@@ -250,3 +250,35 @@ def test_hosts_of_one_inventory_share_prepared_ssh_options(tmp_path: Path) -> No
     known.write_text(known.read_text() + f"10.0.0.2 {key.export_public_key().decode().strip()}\n")
     assert _known_hosts(str(known)) is not parsed
     assert options("h3") is not first  # a changed known_hosts file: prepared again
+
+
+def test_liboqs_is_known_absent_only_when_neither_the_loader_cache_nor_the_library_path_has_it(tmp_path: Path) -> None:
+    from distproc.transport._liboqs import liboqs_may_be_present
+
+    cache = tmp_path / "ld.so.cache"
+    cache.write_bytes(b"glibc-ld.so.cache1.1\0libz.so.1\0/usr/lib/libz.so.1\0")
+    libs = tmp_path / "libs"
+    libs.mkdir()
+    assert not liboqs_may_be_present(str(cache), library_path=str(libs))
+    (libs / "liboqs.so.5").write_bytes(b"")
+    assert liboqs_may_be_present(str(cache), library_path=f"/nonexistent:{libs}")
+    cache.write_bytes(b"glibc-ld.so.cache1.1\0liboqs.so.5\0/usr/lib/liboqs.so.5\0")
+    assert liboqs_may_be_present(str(cache), library_path="")
+    assert liboqs_may_be_present(str(tmp_path / "no-cache"), library_path="")
+
+
+def test_the_quick_liboqs_lookup_answers_only_for_liboqs_and_only_while_asyncssh_loads() -> None:
+    """asyncssh's import asks find_library for liboqs; without it there, no gcc/ld is run."""
+    import ctypes.util
+
+    from distproc.transport._liboqs import liboqs_may_be_present, quick_liboqs_lookup
+
+    original = ctypes.util.find_library
+    libc = original("c")
+    with quick_liboqs_lookup():
+        assert ctypes.util.find_library is not original
+        assert ctypes.util.find_library("c") == libc  # any other library: find_library itself
+        if not liboqs_may_be_present():
+            assert ctypes.util.find_library("oqs") is None
+            assert ctypes.util.find_library("liboqs") is None
+    assert ctypes.util.find_library is original

@@ -19,7 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import asyncssh
+from ._liboqs import quick_liboqs_lookup
+
+with quick_liboqs_lookup():
+    import asyncssh
 
 from ..errors import ConnectionError_, HostKeyError
 from .base import Channel, CommandResult, Transport, cancel_quietly, collect_tail
