@@ -156,3 +156,37 @@ def test_job_dir_maps_container_paths_and_refuses_escapes() -> None:
         jd.host_path("/etc/passwd")
     with pytest.raises(TaskError):
         jd.host_path("/opt/ml/../../etc")
+
+
+def test_a_folder_watch_wakes_on_appends_and_renames_but_not_on_touches(tmp_path: Path) -> None:
+    """The follower's inotify watch: readable after a change in the folder, quiet after drain."""
+    import select
+
+    from distproc.agent.dirwatch import DirWatch
+
+    watched = tmp_path / "watched"
+    watched.write_text("")
+    log = tmp_path / "container.log"
+    log.write_text("")
+    watch = DirWatch.open(str(tmp_path))
+    assert watch is not None, "inotify is there on Linux"
+
+    def woke() -> bool:
+        return bool(select.select([watch.fd], [], [], 0)[0])
+
+    try:
+        assert not woke()
+        os.utime(watched)  # the pings' touch
+        with open(watched, "a"):
+            pass
+        assert not woke()
+        with open(log, "a") as fh:
+            fh.write("a line\n")
+        assert woke()
+        watch.drain()
+        assert not woke()
+        (tmp_path / "result.json.tmp").write_text("{}")
+        os.replace(tmp_path / "result.json.tmp", tmp_path / "result.json")
+        assert woke()
+    finally:
+        watch.close()

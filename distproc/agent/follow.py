@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import sys
 import time
 from typing import IO, Any, Dict, Optional, Tuple
 
+from .dirwatch import DirWatch
 from .files import read_json
 from .lines import StdinLines
 from .runner import agent_pid, pid_alive
@@ -29,6 +31,11 @@ POLL_SECONDS = 0.2
 # nothing happens: a short job's end is seen within tens of milliseconds, and a
 # quiet long one costs five looks a second.
 FIRST_POLL_SECONDS = 0.02
+# With inotify the files are read when they change; the timeout is only how
+# often the agent's life is checked. MIN_GAP keeps a chatty container's output
+# in chunks rather than a read per write.
+WATCHED_POLL_SECONDS = 0.5
+MIN_GAP_SECONDS = 0.01
 CHUNK = 64 * 1024
 
 
@@ -63,12 +70,15 @@ class _Pings:
         except OSError:
             pass  # the job's folder is gone: the runner is past caring
 
-    def wait(self, seconds: float) -> None:
-        """Sleep up to `seconds`, taking any pings that arrive meanwhile."""
+    def wait(self, seconds: float, wake: Optional[int] = None) -> None:
+        """Sleep up to `seconds`, or until `wake` turns readable, taking any pings that arrive meanwhile."""
         if self.lines is None:
-            time.sleep(seconds)
+            if wake is None:
+                time.sleep(seconds)
+            else:
+                select.select([wake], [], [], seconds)
             return
-        line = self.lines.readline(seconds)
+        line = self.lines.readline(seconds, wake)
         if line is None:
             return
         if not line:
@@ -99,10 +109,23 @@ def follow(
             lines = StdinLines(stdin.fileno())
         except (OSError, ValueError):
             lines = None
+    watch = DirWatch.open(jobdir.root)
+    try:
+        return _follow(jobdir, events_offset, log_offset, out, _Pings(jobdir, lines), watch)
+    finally:
+        if watch is not None:
+            watch.close()
+
+
+def _follow(
+    jobdir: JobDir, events_offset: int, log_offset: int, out: IO[str], pings: _Pings, watch: Optional[DirWatch]
+) -> int:
     lost_checks = 0
-    pings = _Pings(jobdir, lines)
     poll = FIRST_POLL_SECONDS
     while True:
+        looked = time.monotonic()
+        if watch is not None:
+            watch.drain()  # what changes from here on wakes the wait below
         finished = os.path.exists(jobdir.result)
         progressed = True
         while progressed:
@@ -138,5 +161,11 @@ def follow(
                 return 3
         else:
             lost_checks = 0
-        pings.wait(poll)
-        poll = min(poll * 2, POLL_SECONDS)
+        if watch is None:
+            pings.wait(poll)
+            poll = min(poll * 2, POLL_SECONDS)
+            continue
+        pings.wait(WATCHED_POLL_SECONDS, watch.fd)
+        gap = looked + MIN_GAP_SECONDS - time.monotonic()
+        if gap > 0:
+            time.sleep(gap)

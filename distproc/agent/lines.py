@@ -23,9 +23,10 @@ class StdinLines:
         self._buffer = b""
         self.eof = False
 
-    def readline(self, timeout: Optional[float]) -> Optional[bytes]:
+    def readline(self, timeout: Optional[float], wake: Optional[int] = None) -> Optional[bytes]:
         """The next line with its newline (at end of input, what is left); b"" once
-        input has ended; None if no whole line came within `timeout` seconds."""
+        input has ended; None if no whole line came within `timeout` seconds, or
+        when the file descriptor `wake` turned readable first."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             cut = self._buffer.find(b"\n")
@@ -37,11 +38,11 @@ class StdinLines:
                 return line
             wait = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
-                ready, _, _ = select.select([self.fd], [], [], wait)
+                ready, _, _ = select.select([self.fd] if wake is None else [self.fd, wake], [], [], wait)
             except (OSError, ValueError):
                 self.eof = True
                 continue
-            if not ready:
+            if self.fd not in ready:
                 return None
             try:
                 chunk = os.read(self.fd, 1 << 16)
