@@ -1,6 +1,6 @@
 """Every benchmark in docs/benchmarks.md, one after the other, with one command:
 
-    sudo .venv/bin/python -m bench            # about 25 minutes on a 2-core machine
+    sudo .venv/bin/python -m bench            # about 35 minutes on a 2-core machine
 
 Each script builds the namespace test cluster it needs, installs the tool it
 is compared with (aws CLI, pdsh) if missing, prints its Markdown table and
@@ -12,7 +12,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-SCRIPTS = ("bench.staging", "bench.launch")
+SCRIPTS = ("bench.staging", "bench.launch", "bench.hostcpu")
 
 
 def main() -> int:

@@ -210,7 +210,7 @@ def svg(res: dict[str, Any], path: Path) -> None:
         return round(left + (w - left - right) * v / xmax, 1)
 
     def y(v: float) -> float:
-        return round(h - bottom - (h - top - bottom) * v / ymax, 1)
+        return round(float(h - bottom - (h - top - bottom) * v / ymax), 1)
 
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">',
