@@ -190,3 +190,25 @@ def test_a_folder_watch_wakes_on_appends_and_renames_but_not_on_touches(tmp_path
         assert woke()
     finally:
         watch.close()
+
+
+def test_every_verb_of_the_agent_parses_with_only_its_own_parser_built() -> None:
+    """main() builds only the running verb's parser; VERBS must name every verb there is."""
+    import argparse
+
+    from distproc.agent import cli
+
+    full = cli.build_parser()
+    choices = next(a for a in full._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert sorted(choices) == sorted(cli.VERBS)
+    args = cli.build_parser("follow").parse_args(["follow", "/w/jobs/j/algo-1", "--log-offset", "7"])
+    assert (args.verb, args.jobdir, args.log_offset, args.func) == ("follow", "/w/jobs/j/algo-1", 7, cli.cmd_follow)
+
+
+@pytest.mark.parametrize("value", ["distproc-job-algo-1", "a b/c?d=é&e", "SIGKILL", "1700000000.123", "~x_y.z%"])
+def test_engine_api_paths_are_quoted_as_urllib_would(value: str) -> None:
+    from urllib.parse import quote
+
+    from distproc.agent.engine import _q
+
+    assert _q(value) == quote(value, safe="")

@@ -9,8 +9,10 @@ it cannot speak the daemon's API itself; pulls and logins always come here.
 from __future__ import annotations
 
 import os
-import subprocess
-from typing import IO, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import IO, TYPE_CHECKING, Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+if TYPE_CHECKING:
+    import subprocess
 
 from .task import DockerAccess, HostTask
 
@@ -115,6 +117,8 @@ class Docker:
         timeout: Optional[float] = 120,
         input: Optional[str] = None,
     ) -> Tuple[int, str, str]:
+        import subprocess  # here, not at the top: the Engine API path never starts a process
+
         try:
             proc = subprocess.run(
                 self.argv(args),
@@ -139,6 +143,8 @@ class Docker:
     def popen(
         self, args: Sequence[str], stdout: IO[bytes], extra_env: Optional[Dict[str, str]] = None
     ) -> "subprocess.Popen[bytes]":
+        import subprocess
+
         return subprocess.Popen(
             self.argv(args),
             env=self.env(extra_env),
@@ -156,6 +162,8 @@ class Docker:
 
     def load(self, stream: IO[bytes]) -> str:
         """`docker load` from a stream (a `docker save` tar); returns what docker said."""
+        import subprocess
+
         proc = subprocess.run(
             self.argv(["load"]),
             env=self.env(),

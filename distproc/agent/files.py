@@ -8,10 +8,12 @@ import contextlib
 import json
 import os
 import stat
-import tarfile
 import tempfile
 import time
-from typing import IO, Any, Dict, Optional, Tuple
+from typing import IO, TYPE_CHECKING, Any, Dict, Optional, Tuple
+
+if TYPE_CHECKING:
+    import tarfile
 
 MESSAGE_CHARS = 1024
 # Read at most this much of a message file: enough to check it is UTF-8 far
@@ -118,6 +120,8 @@ def extract_tar(stream: IO[bytes], dest: str) -> Tuple[int, int]:
     Returns (files, bytes). Files land under a temporary name and are renamed
     when complete, so a broken stream never leaves a file that looks whole.
     """
+    import tarfile  # here: only the verbs that move files need it
+
     files = 0
     total = 0
     os.makedirs(dest, exist_ok=True)
@@ -155,6 +159,8 @@ def pack_tree(root: str, out: IO[bytes]) -> Tuple[int, int]:
 
     Returns (files, bytes). Symbolic links are never followed (contract.md).
     """
+    import tarfile
+
     files = 0
     total = 0
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as archive:

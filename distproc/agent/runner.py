@@ -9,7 +9,6 @@ coordinator never leaves a container running forever.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import signal
@@ -424,6 +423,8 @@ _docker_error_text = docker_error_text
 
 def _with_resolved_hosts(task: HostTask) -> HostTask:
     """Docker's --add-host takes addresses only; resolve names as this host sees them."""
+    import ipaddress  # here: a millisecond of every agent start otherwise
+
     resolved: List[Tuple[str, str]] = []
     for name, address in task.add_hosts:
         try:
