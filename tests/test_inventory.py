@@ -555,6 +555,43 @@ def test_deeply_nested_yaml_is_an_inventory_error(write: Write) -> None:
     assert message.endswith("nested too deeply to read")
 
 
+@pytest.mark.parametrize("nesting", ["[" * 100_000 + "]" * 100_000, "{a: " * 50_000 + "1" + "}" * 50_000])
+def test_yaml_nested_100000_deep_is_refused_without_crashing_the_process(write: Write, nesting: str) -> None:
+    """libyaml's composer recurses in C: the depth is measured on its event stream before it runs."""
+    path = write("all: " + nesting + "\n")
+    code = "import sys; from distproc.inventory import load_inventory; load_inventory(sys.argv[1])"
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, (done.returncode, done.stderr[-300:])  # an exception, not a signal
+    assert "nested too deeply to read" in done.stderr
+
+
+def test_libyaml_and_pure_python_read_an_inventory_alike(write: Write, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast loader (libyaml, where PyYAML has it) and PyYAML's own give the same hosts."""
+    from distproc.inventory import _document
+
+    assert _document._FastLoader is not None, "PyYAML here is built with libyaml"
+    text = textwrap.dedent(
+        """
+        all:
+          vars: {ansible_user: ops, distproc_gpus: 0}
+          children:
+            gpu:
+              vars: {distproc_instance_type: ml.g5.xlarge, distproc_gpus: all}
+              hosts:
+                g[01:03]: {ansible_host: 10.0.0.1, note: !unsafe "{{ raw }}"}
+            cpu:
+              hosts:
+                c1: {ansible_host: 10.0.1.1, ansible_port: 2222, distproc_instance_type: ml.m5.xlarge}
+                c2: {ansible_host: "10.0.1.2", distproc_instance_type: ml.m5.xlarge, x: [1, 2.5, yes, null, ~, 0x1F]}
+        """
+    )
+    path = write(text)
+    fast = load_inventory(path)
+    monkeypatch.setattr(_document, "_FastLoader", None)
+    assert load_inventory(path) == fast
+    assert [h.name for h in fast.hosts] == ["g01", "g02", "g03", "c1", "c2"]
+
+
 # Selection -----------------------------------------------------------------
 
 
