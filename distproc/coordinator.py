@@ -692,6 +692,7 @@ class JobRunner:
             ended_at=float(ended),
             message=result.get("message"),
             message_valid=bool(result.get("message_valid", True)),
+            message_problem=result.get("message_problem") if isinstance(result.get("message_problem"), str) else None,
             error=result.get("error"),
             error_class=result.get("error_class"),
             stopped_by_distproc=bool(result.get("stopped")),
@@ -782,6 +783,7 @@ class JobRunner:
             ended_at=time.time(),
             message=prior.message if prior else None,
             message_valid=prior.message_valid if prior else True,
+            message_problem=prior.message_problem if prior else None,
             error=error,
             error_class=(FailureClass.CLIENT if client_error else FailureClass.INTERNAL).value,
         )

@@ -44,6 +44,8 @@ class HostOutcome:
     ended_at: float | None
     message: str | None = None
     message_valid: bool = True
+    #: What is wrong with an invalid message ("is not valid UTF-8", "is a named pipe, ...").
+    message_problem: str | None = None
     error: str | None = None
     error_class: str | None = None
     stopped_by_distproc: bool = False
@@ -82,7 +84,8 @@ def _host_failure(h: HostOutcome) -> tuple[FailureClass, str] | None:
         cls = FailureClass(h.error_class) if h.error_class in set(FailureClass) else FailureClass.INTERNAL
         return cls, f"{who}: {h.error}"
     if not h.message_valid:
-        return FailureClass.CLIENT, f"{who} wrote /opt/ml/output/message that is not valid UTF-8"
+        problem = h.message_problem or "is not valid UTF-8"
+        return FailureClass.CLIENT, f"{who} wrote /opt/ml/output/message that {problem}"
     if h.status == "Failed" or (h.status != "Stopped" and h.exit_code not in (0, None)):
         detail = f": {h.message.strip()}" if h.message and h.message.strip() else ""
         return FailureClass.ALGORITHM, f"{who} exited with code {h.exit_code}{detail}"

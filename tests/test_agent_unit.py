@@ -113,11 +113,12 @@ def test_message_is_cut_to_1024_chars_and_checked_whole(tmp_path: Path) -> None:
     """The message keeps 1024 characters (not bytes) and any bad byte anywhere invalidates it."""
     path = tmp_path / "message"
     path.write_text("é" * 3000, encoding="utf-8")
-    text, valid = read_message(str(path))
-    assert valid and text == "é" * 1024
+    assert read_message(str(path)) == ("é" * 1024, None)
     path.write_bytes(b"ok" * 1000 + b"\xff")
-    assert read_message(str(path)) == (None, False)
-    assert read_message(str(tmp_path / "missing")) == (None, True)
+    assert read_message(str(path)) == (None, "is not valid UTF-8")
+    assert read_message(str(tmp_path / "missing")) == (None, None)
+    (tmp_path / "dir").mkdir()
+    assert read_message(str(tmp_path / "dir")) == (None, "is a directory, not a regular file")
 
 
 def test_pack_skips_symlinks_and_extract_refuses_escapes(tmp_path: Path) -> None:

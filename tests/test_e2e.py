@@ -152,7 +152,7 @@ def wait_until(
     while not condition():
         if process is not None and process.poll() is not None:
             out, err = process.communicate()
-            raise AssertionError(f"{process.args} ended (exit {process.returncode}) before {what}:\n{out}\n{err}")
+            raise AssertionError(f"{process.args!r} ended (exit {process.returncode}) before {what}:\n{out}\n{err}")
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.1)

@@ -99,11 +99,11 @@ def test_the_agent_reads_a_huge_message_in_bounded_memory(tmp_path: Path) -> Non
             fh.write("".join(HUGE_LINE.format(i) for i in range(j, j + 4096)))
     tracemalloc.start()
     try:
-        message, valid = read_message(str(path))
+        message, problem = read_message(str(path))
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert (message, valid) == (HUGE_HEAD, True)
+    assert (message, problem) == (HUGE_HEAD, None)
     assert peak < 2 * MIB, peak
 
 
@@ -148,18 +148,23 @@ def _binary() -> bytes:
     return b"\x00" + bytes(data)
 
 
+NOT_UTF8 = "is not valid UTF-8"
+# Each case: the script that writes the message, and what FailureReason says about it.
 INVALID = {
-    "binary-with-nul": _write_message(_binary()),
+    "binary-with-nul": (_write_message(_binary()), NOT_UTF8),
     # A valid start whose file ends in the middle of the 1024th character.
-    "cut-inside-the-1024th-character": _write_message(b"a" * 1023 + "日".encode()[:2]),
+    "cut-inside-the-1024th-character": (_write_message(b"a" * 1023 + "日".encode()[:2]), NOT_UTF8),
     # Past what is kept (1024 characters) and past the agent's first 64 KiB read: still checked.
-    "bad-byte-after-100-kb": _write_message(b"a" * 100000 + b"\xff" + b"tail"),
+    "bad-byte-after-100-kb": (_write_message(b"a" * 100000 + b"\xff" + b"tail"), NOT_UTF8),
     # A UTF-16 surrogate encoded as UTF-8 (CESU-8 style): not valid UTF-8.
-    "encoded-surrogate": _write_message(b"ok \xed\xa0\x80"),
+    "encoded-surrogate": (_write_message(b"ok \xed\xa0\x80"), NOT_UTF8),
     # Not a regular file: opening a FIFO to read would block forever.
-    "fifo": f"import os\nos.mkfifo({MESSAGE!r})\n",
+    "fifo": (f"import os\nos.mkfifo({MESSAGE!r})\n", "is a named pipe, not a regular file"),
     # A symlink resolves on the host: following it would put a host file into ExitMessage.
-    "symlink-to-a-host-file": f"import os\nos.symlink('/etc/passwd', {MESSAGE!r})\n",
+    "symlink-to-a-host-file": (
+        f"import os\nos.symlink('/etc/passwd', {MESSAGE!r})\n",
+        "is a symbolic link (not followed), not a regular file",
+    ),
 }
 
 
@@ -168,14 +173,16 @@ INVALID = {
 def test_a_message_that_is_not_utf8_text_fails_with_client_error(env: Env, case: str) -> None:
     """Binary junk, a cut character, a bad byte far in, a FIFO or a symlink: ClientError, no traceback, no hang."""
     name = f"badmsg-{case}"
-    entrypoint, code_input = env.script(name, INVALID[case])
+    script, problem = INVALID[case]
+    entrypoint, code_input = env.script(name, script)
     rc, err, _ = _timed_run(env, job_doc(name, count=1, entrypoint=entrypoint, inputs=[code_input]))
     assert rc == 1, err
     assert "Traceback" not in err
-    assert "ClientError: algo-1 (h1) wrote /opt/ml/output/message that is not valid UTF-8" in err
+    reason = f"ClientError: algo-1 (h1) wrote /opt/ml/output/message that {problem}"
+    assert reason in err
     described = env.describe(name)
     assert described["ProcessingJobStatus"] == "Failed"
-    assert described["FailureReason"] == "ClientError: algo-1 (h1) wrote /opt/ml/output/message that is not valid UTF-8"
+    assert described["FailureReason"] == reason
     assert described["ExitMessage"] is None
     host = described["Distproc"]["Hosts"][0]
     assert (host["Status"], host["ExitCode"], host["ExitMessage"]) == ("Failed", 0, None)

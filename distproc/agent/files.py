@@ -73,19 +73,21 @@ class EventLog:
         return record
 
 
-def read_message(path: str) -> Tuple[Optional[str], bool]:
-    """The container's ExitMessage: (first 1024 characters, whether it is UTF-8).
+def read_message(path: str) -> Tuple[Optional[str], Optional[str]]:
+    """The container's ExitMessage: (its first 1024 characters, None) or (None, what is wrong with it).
 
-    A missing file is an empty message. The whole file (up to a generous
-    limit) is checked, since a bad byte after the first 1024 characters still
-    makes the message invalid.
+    What is wrong completes "wrote /opt/ml/output/message that ...". A missing
+    file is an empty message. The whole file (up to a generous limit) is
+    checked, since a bad byte after the first 1024 characters still makes the
+    message invalid. Only a regular file is read: a symbolic link would be
+    followed on the host, and a named pipe would block forever.
     """
     try:
         st = os.lstat(path)
     except FileNotFoundError:
-        return None, True
+        return None, None
     if not stat.S_ISREG(st.st_mode):
-        return None, False
+        return None, "is {}, not a regular file".format(_file_kind(st.st_mode))
     decoder = codecs.getincrementaldecoder("utf-8")("strict")
     kept = []
     kept_len = 0
@@ -103,8 +105,20 @@ def read_message(path: str) -> Tuple[Optional[str], bool]:
                     kept.append(text)
                     kept_len += len(text)
     except UnicodeDecodeError:
-        return None, False
-    return "".join(kept)[:MESSAGE_CHARS], True
+        return None, "is not valid UTF-8"
+    return "".join(kept)[:MESSAGE_CHARS], None
+
+
+def _file_kind(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return "a symbolic link (not followed)"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a device"
 
 
 def _safe_member(member: tarfile.TarInfo) -> bool:

@@ -208,8 +208,8 @@ def _run_task(
         return _finish(jobdir, events, result, "InternalServerError", str(exc))
     finally:
         engine.remove(task.container_name)
-    message, valid = read_message(jobdir.host_path("/opt/ml/output/message"))
-    result.update(message=message, message_valid=valid)
+    message, problem = read_message(jobdir.host_path("/opt/ml/output/message"))
+    result.update(message=message, message_valid=problem is None, message_problem=problem)
     return _finish(jobdir, events, result, result.get("error_class"), result.get("error"))
 
 
