@@ -15,13 +15,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 import structlog
 
+from ._endofjob import EndOfJob
+from ._hoststate import HostClaim, HostState, within
 from .agent.ecr import ecr_registry
 from .bundle import AgentBundle, agent_bundle
 from .console import OutputSink
@@ -36,14 +37,13 @@ from .spec import ProcessingJob, job_arn
 from .staging import is_s3_uri
 from .staging.local_files import file_uri_path, list_prefix
 from .store import JobRecord, Store
-from .transport import Endpoint, Transport, transport_for
+from .transport import Endpoint, transport_for
 
 if TYPE_CHECKING:
     from .staging.s3 import S3Settings
 
 log = structlog.get_logger("distproc")
 
-T = TypeVar("T")
 
 # How long a host may stay unreachable while it runs before it counts as lost.
 RECONNECT_WINDOW_SECONDS = 60.0
@@ -97,41 +97,6 @@ class ProgressObserver(Protocol):
     def finished(self, algo: str, status: str, exit_code: int | None) -> None: ...
 
 
-@dataclass
-class _HostState:
-    assignment: HostAssignment
-    session: HostSession
-    prepared: bool = False
-    launched: bool = False
-    #: Whether the agent had to be sent to the host (it was not cached there).
-    agent_sent: bool = False
-    outcome: HostOutcome | None = None
-    position: FollowPosition = field(default_factory=FollowPosition)
-    #: Unreachable for longer than the reconnect window while it ran.
-    lost: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class _Claim:
-    """A host leased for the job, its connection open and its agent installed."""
-
-    host: Host
-    transport: Transport
-    connect_started: float
-    connected: float
-    agent_sent: bool
-    #: Its agent, waiting for the job's task (HostSession.claim).
-    session: HostSession
-
-
-async def _within(step: Awaitable[T], seconds: float, host: str) -> T:
-    """A host step bounded in time; running out counts as losing the connection."""
-    try:
-        return await asyncio.wait_for(step, seconds)
-    except TimeoutError:
-        raise ConnectionError_(host, f"no answer within {seconds:.0f} s") from None
-
-
 def is_ecr_image(image: str) -> bool:
     return ecr_registry(image) is not None
 
@@ -183,7 +148,7 @@ class JobRunner:
         self.log = log.bind(job=job.name)
         self._stop_reason: str | None = None
         self._stop_event = asyncio.Event()
-        self._states: list[_HostState] = []
+        self._states: list[HostState] = []
         self._saved_image: SavedImage | None = None
         # Each launched host's follower, started as soon as the host runs: its pings
         # are what keep the host's orphan timeout from running out.
@@ -248,7 +213,7 @@ class JobRunner:
             with self.store.batch():  # every host's row and first events: one commit
                 for a, claim in zip(plan.assignments, claims, strict=True):
                     session = claim.session.for_job(a.job_dir)
-                    self._states.append(_HostState(assignment=a, session=session, agent_sent=claim.agent_sent))
+                    self._states.append(HostState(assignment=a, session=session, agent_sent=claim.agent_sent))
                     if self.options.observer is not None:
                         self.options.observer.add_host(a.algo, a.host.name)
                     endpoint = Endpoint.from_host(a.host).to_dict()
@@ -273,8 +238,9 @@ class JobRunner:
                     await self._watch_all(sink)
             finally:
                 poller.cancel()
-            await self._collect_outputs()
-            await self._cleanup_all()
+            end = self._end_of_job()
+            await end.collect_outputs()
+            await end.cleanup_all()
             return self._finish()
         finally:
             for watcher in self._watchers.values():
@@ -336,7 +302,7 @@ class JobRunner:
         needs_deps = bool(s3_settings) or any(s.assignment.host.gpus for s in self._states)
         deps = deps_bundle() if needs_deps else None
 
-        async def prepare(state: _HostState) -> None:
+        async def prepare(state: HostState) -> None:
             a = state.assignment
             async with window:
                 if self._stop_reason is not None or self._host_failed_already:
@@ -378,7 +344,7 @@ class JobRunner:
 
         await asyncio.gather(*(prepare(s) for s in self._states))
 
-    async def _stage_inputs(self, state: _HostState) -> tuple[int, int]:
+    async def _stage_inputs(self, state: HostState) -> tuple[int, int]:
         """file:// shards travel from here; S3 shards are fetched by the host itself."""
         a = state.assignment
         files = size = 0
@@ -437,7 +403,7 @@ class JobRunner:
                 connect_timeout=self.options.connect_timeout,
                 keepalive_interval=self.options.keepalive_interval,
             )
-            state = _HostState(
+            state = HostState(
                 assignment=HostAssignment(h.algo, host, h.job_dir, ()),
                 session=HostSession(transport, endpoint.python, endpoint.work_dir, h.job_dir, bundle),
                 prepared=True,
@@ -463,14 +429,15 @@ class JobRunner:
                 await self._watch_all(sink)
             finally:
                 poller.cancel()
-            await self._collect_outputs()
-            await self._cleanup_all()
+            end = self._end_of_job()
+            await end.collect_outputs()
+            await end.cleanup_all()
             return self._finish()
         finally:
             sink.close()
             await asyncio.gather(*(s.session.transport.close() for s in self._states), return_exceptions=True)
 
-    async def _claim_hosts(self, bundle: AgentBundle) -> tuple[list[_Claim], tuple[FailureClass, str] | None]:
+    async def _claim_hosts(self, bundle: AgentBundle) -> tuple[list[HostClaim], tuple[FailureClass, str] | None]:
         """Lease InstanceCount hosts, in inventory order, passing over busy or unreachable ones while spares remain.
 
         Returns the claims, or (failure class, reason) when too few hosts could be had;
@@ -479,7 +446,7 @@ class JobRunner:
         need = self.job.cluster.instance_count
         window = asyncio.Semaphore(self.options.fan_out)
 
-        async def claim(index: int, host: Host) -> tuple[int, _Claim | None, str, bool]:
+        async def claim(index: int, host: Host) -> tuple[int, HostClaim | None, str, bool]:
             transport = transport_for(
                 host, connect_timeout=self.options.connect_timeout, keepalive_interval=self.options.keepalive_interval
             )
@@ -494,7 +461,7 @@ class JobRunner:
                     await transport.close()
                     return index, None, f"{host.name}: {exc}", False
             if answer.get("leased"):
-                return index, _Claim(host, transport, started, connected, sent, session), "", False
+                return index, HostClaim(host, transport, started, connected, sent, session), "", False
             await transport.close()
             busy = answer.get("busy") or {}
             why = (
@@ -502,7 +469,7 @@ class JobRunner:
             )
             return index, None, why, True
 
-        claims: dict[int, _Claim] = {}
+        claims: dict[int, HostClaim] = {}
         refused: list[tuple[str, bool]] = []
         untried = list(enumerate(self.hosts))
         while len(claims) < need and untried:
@@ -526,7 +493,7 @@ class JobRunner:
         )
         return [], (FailureClass.CLIENT if only_busy else FailureClass.INTERNAL, reason)
 
-    async def _ship_image(self, state: _HostState) -> None:
+    async def _ship_image(self, state: HostState) -> None:
         """Load the image saved here into the host's daemon, unless it has that image ID already."""
         saved = self._saved_image
         assert saved is not None, "saved in run() before any host is prepared"
@@ -542,7 +509,7 @@ class JobRunner:
             )
         self._mark(state, "image_shipped", bytes=saved.size)
 
-    def _mark(self, state: _HostState, kind: str, **data: Any) -> None:
+    def _mark(self, state: HostState, kind: str, **data: Any) -> None:
         """A step of a host's timeline, as the coordinator saw it (see timeline.py)."""
         self.store.add_event(self.job.name, state.assignment.algo, kind, data)
         if self.options.observer is not None:
@@ -552,7 +519,7 @@ class JobRunner:
         if self.options.observer is not None:
             self.options.observer.finished(outcome.algo, outcome.status, outcome.exit_code)
 
-    def _host_failed(self, state: _HostState, cls: FailureClass, error: str) -> None:
+    def _host_failed(self, state: HostState, cls: FailureClass, error: str) -> None:
         a = state.assignment
         self.log.error("host failed", host=a.algo, error=error)
         state.outcome = HostOutcome(
@@ -568,7 +535,7 @@ class JobRunner:
         self._tell_finished(state.outcome)
 
     async def _launch_and_watch(self, sink: OutputSink) -> None:
-        async def launch(state: _HostState) -> None:
+        async def launch(state: HostState) -> None:
             if state.launched:
                 return  # started by its prepare
             try:
@@ -583,7 +550,7 @@ class JobRunner:
             await self._stop_hosts("another host failed to start")
         await self._watch_all(sink)
 
-    def _start_watch(self, state: _HostState) -> None:
+    def _start_watch(self, state: HostState) -> None:
         algo = state.assignment.algo
         if algo not in self._watchers and self._sink is not None:
             self._watchers[algo] = asyncio.ensure_future(self._watch(state, self._sink))
@@ -607,7 +574,7 @@ class JobRunner:
         finally:
             stopper.cancel()
 
-    async def _watch(self, state: _HostState, sink: OutputSink) -> None:
+    async def _watch(self, state: HostState, sink: OutputSink) -> None:
         algo = state.assignment.algo
         session = state.session
         lost_since: float | None = None
@@ -634,7 +601,7 @@ class JobRunner:
                 if lost_since is not None:
                     # One reconnection attempt may not outlast what is left of the window.
                     left = max(1.0, lost_since + window - time.time())
-                    await _within(session.transport.connect(), left, session.transport.name)
+                    await within(session.transport.connect(), left, session.transport.name)
                 state.position = await session.follow(state.position, on_line)
                 lost_since = None
                 delay = 0.5
@@ -663,7 +630,7 @@ class JobRunner:
         )
         return f"lost contact with the host for {window:.0f} s while its container ran ({reason}); {then}"
 
-    async def _on_event(self, state: _HostState, event: dict[str, Any]) -> None:
+    async def _on_event(self, state: HostState, event: dict[str, Any]) -> None:
         kind = str(event.get("kind", ""))
         algo = state.assignment.algo
         at = event.get("time") if isinstance(event.get("time"), (int, float)) else None
@@ -679,7 +646,7 @@ class JobRunner:
         elif kind == "stopping":
             self.log.info("host stopping", host=algo, reason=event.get("reason"))
 
-    async def _on_result(self, state: _HostState, result: dict[str, Any]) -> None:
+    async def _on_result(self, state: HostState, result: dict[str, Any]) -> None:
         a = state.assignment
         status = str(result.get("status") or "Failed")
         exit_code = result.get("exit_code")
@@ -715,116 +682,15 @@ class JobRunner:
         if status == "Failed":
             await self._on_host_failed(state)
 
-    async def _on_host_failed(self, state: _HostState) -> None:
+    async def _on_host_failed(self, state: HostState) -> None:
         self._host_failed_already = True  # hosts still being prepared are not started
         others = [s for s in self._states if s.outcome is None and s.launched]
         if others:
             self.log.warning("stopping the other hosts", failed=state.assignment.algo)
             await self._stop_hosts(f"{state.assignment.algo} failed", exclude=state.assignment.algo)
 
-    async def _collect_outputs(self) -> None:
-        """EndOfJob upload: every output of every prepared host, whatever its status."""
-
-        window = asyncio.Semaphore(self.options.fan_out)
-
-        async def collect(state: _HostState) -> None:
-            if not state.prepared or state.lost:
-                return  # a lost host's outputs cannot be fetched; its failure says why
-            async with window:
-                self._mark(state, "upload_started")
-                await self._upload_outputs(state)
-                self._mark(state, "outputs_uploaded")
-
-        await asyncio.gather(*(collect(s) for s in self._states))
-
-    def _keep_metrics(self, state: _HostState, doc: Any) -> None:
-        """The host's samples, as its cleanup answered them; a host that sent none just has none."""
-        if not isinstance(doc, dict):
-            return
-        samples = doc.get("samples")
-        gpu = doc.get("gpu")
-        self.store.set_metrics(
-            self.job.name,
-            state.assignment.algo,
-            gpu if isinstance(gpu, dict) else None,
-            samples if isinstance(samples, list) else [],
-        )
-
-    async def _upload_outputs(self, state: _HostState) -> None:
-        """EndOfJob: S3 outputs are uploaded by the host itself, file:// ones come back here."""
-        if any(is_s3_uri(o.uri) for o in self.job.outputs):
-            try:
-                report = await state.session.upload_s3()
-                self.log.info("outputs uploaded", host=state.assignment.algo, outputs=report.get("outputs"))
-            except DistprocError as exc:
-                client = isinstance(exc, StagingError) and exc.client_error
-                self._output_failed(state, f"S3 outputs could not be uploaded: {exc}", client)
-        for output in self.job.outputs:
-            if is_s3_uri(output.uri):
-                continue
-            dest = Path(file_uri_path(output.uri))
-            try:
-                files, size = await state.session.pull_files(output.local_path, dest)
-            except DistprocError as exc:
-                self._output_failed(state, f"output {output.name} could not be fetched: {exc}", False)
-                continue
-            self.log.info("output saved", host=state.assignment.algo, output=output.name, files=files, bytes=size)
-
-    def _output_failed(self, state: _HostState, error: str, client_error: bool) -> None:
-        a = state.assignment
-        self.log.error("output failed", host=a.algo, error=error)
-        prior = state.outcome
-        # A job whose outputs are missing is never Completed.
-        state.outcome = HostOutcome(
-            algo=a.algo,
-            host=a.host.name,
-            status="Failed",
-            exit_code=prior.exit_code if prior else None,
-            ended_at=time.time(),
-            message=prior.message if prior else None,
-            message_valid=prior.message_valid if prior else True,
-            message_problem=prior.message_problem if prior else None,
-            error=error,
-            error_class=(FailureClass.CLIENT if client_error else FailureClass.INTERNAL).value,
-        )
-        self.store.update_host(self.job.name, a.algo, status="Failed", error=error)
-        self._tell_finished(state.outcome)
-
-    async def _cleanup_all(self) -> None:
-        async def cleanup(state: _HostState) -> None:
-            if not state.prepared:
-                # Cleanup releases the lease of a prepared host; this one's still needs giving back.
-                try:
-                    await state.session.release(self.job.name)
-                except DistprocError as exc:
-                    self.log.warning("could not release the host", host=state.assignment.algo, error=str(exc))
-                return
-            try:
-                if state.lost:
-                    doc = await _within(
-                        self._clean_lost(state), self.options.reconnect_window_seconds, state.session.transport.name
-                    )
-                else:
-                    doc = await state.session.cleanup()
-            except DistprocError as exc:
-                self.log.warning("cleanup failed", host=state.assignment.algo, error=str(exc))
-                return
-            self._keep_metrics(state, doc.get("metrics"))
-            if doc.get("problems"):
-                self.log.warning("cleanup incomplete", host=state.assignment.algo, problems=doc["problems"])
-
-        await asyncio.gather(*(cleanup(s) for s in self._states))
-
-    async def _clean_lost(self, state: _HostState) -> dict[str, Any]:
-        """One more try at a host given up on: stop its container (grace as usual), then clean up."""
-        await state.session.stop("lost contact with the coordinator")
-        end = time.time() + self.options.stop_grace_seconds + 30
-        while time.time() < end:
-            answer = await state.session.status()
-            if answer.get("result") is not None or not answer.get("alive"):
-                break
-            await asyncio.sleep(0.5)
-        return await state.session.cleanup()
+    def _end_of_job(self) -> EndOfJob:
+        return EndOfJob(self.job, self.store, self.options, self.log, self._states, self._mark, self._tell_finished)
 
     def _finish_early(self, cls: FailureClass, reason: str) -> JobOutcome:
         outcome = JobOutcome(JobStatus.FAILED, f"{cls.value}: {reason}"[:1024], None, None)
