@@ -282,3 +282,31 @@ def test_the_quick_liboqs_lookup_answers_only_for_liboqs_and_only_while_asyncssh
             assert ctypes.util.find_library("oqs") is None
             assert ctypes.util.find_library("liboqs") is None
     assert ctypes.util.find_library is original
+
+
+def test_the_agents_claim_path_leaves_out_the_modules_it_does_not_need(tmp_path: Path) -> None:
+    """What a host's agent imports on the launch path is its start cost, paid once per host per job.
+
+    The agent as shipped runs `claim`, prepares, forks the runner, follows and
+    cleans up; none of that needs these modules (about a fifth of the start
+    before they were put off), so importing one again at the top of a module
+    shows here rather than only in a benchmark.
+    """
+    import io
+    import zipfile
+
+    from distproc.bundle import agent_bundle
+
+    agent = tmp_path / "agent"
+    zipfile.ZipFile(io.BytesIO(agent_bundle().data)).extractall(agent)
+    code = (
+        f"import sys; sys.path.insert(0, {str(agent)!r})\n"
+        "import distproc_agent.cli as c\n"
+        "c.build_parser('claim')\n"
+        "c.runner.launch; c.follow.follow; c.hostcheck.docker_answers; c.netif.interface_for\n"
+        "import distproc_agent.engine, distproc_agent.metrics, distproc_agent.dirwatch\n"
+        "unwanted = ['dataclasses', 'inspect', 'subprocess', 'tarfile', 'ipaddress', 'urllib.parse', 'asyncio']\n"
+        "print(' '.join(m for m in unwanted if m in sys.modules))\n"
+    )
+    done = subprocess.run(["/usr/bin/python3", "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.split() == []
