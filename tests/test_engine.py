@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from distproc.agent import engine as engine_mod
 from distproc.agent import runner
 from distproc.agent.engine import ApiEngine, CliEngine, Engine, for_access
 from distproc.agent.task import DockerAccess, HostTask, JobDir, parse_task
@@ -229,7 +230,7 @@ def test_a_container_that_cannot_start_gives_the_cli_status_and_words(
     assert status == cli_status == 127, (err, cli_err)
     assert "no such file or directory" in err and "/no/such/program" in err
     assert err.startswith("docker: Error response from daemon: ")
-    assert runner._docker_error_text(cli_err).startswith("docker: Error response from daemon: ")
+    assert engine_mod.docker_error_text(cli_err).startswith("docker: Error response from daemon: ")
 
 
 @pytest.mark.parametrize(

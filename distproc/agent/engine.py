@@ -17,6 +17,7 @@ without chunked framing and closes the connection at the end of the body.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import json
 import os
@@ -97,23 +98,23 @@ class WaitOutcome(NamedTuple):
     error: str
 
 
-class Waiter:
+class Waiter(abc.ABC):
     """The container's exit, waited for in the background."""
 
+    @abc.abstractmethod
     def poll(self, timeout: float) -> Optional[WaitOutcome]:
         """The outcome once the wait ended; None if it did not within `timeout` seconds."""
-        raise NotImplementedError
 
 
-class LogFollower:
+class LogFollower(abc.ABC):
     """The container's stdout and stderr, appended to a file as they come."""
 
+    @abc.abstractmethod
     def end(self, timeout: float = 30.0) -> None:
         """Let the stream end with the container, at most `timeout` seconds; then cut it."""
-        raise NotImplementedError
 
 
-class Engine:
+class Engine(abc.ABC):
     """What the runner asks of the host's Docker daemon."""
 
     kind = ""
@@ -122,33 +123,37 @@ class Engine:
         # Pulls and registry logins (the CLI keeps the credentials).
         self.cli = Docker(access)
 
+    @abc.abstractmethod
     def start(self, task: HostTask, ml_dir: str, env_file: str) -> Tuple[int, str]:
         """Create and start the container, detached: (0, "") or (status, Docker's error text).
 
         The status and text are those `docker run --detach` would give; the runner
         tells a missing image, a name in use and an unreachable daemon by the text.
         """
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def follow_logs(self, name: str, since: Optional[float], path: str) -> LogFollower:
-        raise NotImplementedError
+        """Append the container's output to `path` as it comes (from `since`, a Unix time, if given)."""
 
+    @abc.abstractmethod
     def wait(self, name: str) -> Waiter:
-        raise NotImplementedError
+        """Start waiting for the container's exit."""
 
+    @abc.abstractmethod
     def kill(self, name: str, signal: str) -> None:
         """Send a signal; a container that already ended is the goal reached."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def remove(self, name: str) -> None:
         """Remove the container, running or not; one that is not there is fine."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def state(self, name: str) -> Optional[ContainerState]:
-        raise NotImplementedError
+        """Whether it runs, its exit code, whether it was killed for memory; None if there is no such container."""
 
+    @abc.abstractmethod
     def daemon_answers(self) -> bool:
-        raise NotImplementedError
+        """Whether the daemon answers now."""
 
     def exit_code(self, name: str) -> Optional[int]:
         state = self.state(name)

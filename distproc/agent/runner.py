@@ -276,7 +276,7 @@ def _run_container(
         unreachable = "Cannot connect to the Docker daemon" in err
         result.update(
             error_class="InternalServerError" if unreachable else "ClientError",
-            error="container could not start: {}".format(_docker_error_text(err)),
+            error="container could not start: {}".format(docker_error_text(err)),
         )
         events.emit("container_failed_to_start", status=status, docker=engine.kind)
         return
@@ -416,9 +416,6 @@ def _mtime(path: str) -> float:
         return os.stat(path).st_mtime
     except OSError:
         return 0.0
-
-
-_docker_error_text = docker_error_text
 
 
 def _with_resolved_hosts(task: HostTask) -> HostTask:
