@@ -141,6 +141,10 @@ def load_yaml(path: Path, source: str) -> Any:
         mark = exc.problem_mark or exc.context_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = exc.problem or exc.context or "invalid YAML"
+        if "nesting depth" in problem:
+            # PyYAML 6.0.4 and later stop deep nesting themselves; say it as
+            # the depth check above does, whichever of the two saw it first.
+            raise InventoryError(f"{source}: nested too deeply to read{where}") from exc
         if "'!vault'" in problem:
             problem = "Ansible Vault values (!vault) are not supported by distproc"
         raise InventoryError(f"{source}: YAML error{where}: {problem}") from exc
