@@ -2,12 +2,12 @@
 # The embedded default, end to end, on a fresh Debian/Ubuntu machine (as root):
 # one local host (inventory/local.yaml), the local Docker daemon, file:// data.
 # It installs what is missing, builds a tiny image locally (no registry
-# needed), writes sample data and runs examples/hello/job.json.
+# needed), writes sample data and runs examples/hello/job.json. With
+# DOCKER_HOST set it uses that daemon and starts none (scripts/docker-ready.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-command -v docker >/dev/null || need_apt+=(docker.io)
 command -v busybox >/dev/null || need_apt+=(busybox-static)
 python3 -m venv --help >/dev/null 2>&1 || need_apt+=(python3-venv)
 if ((${#need_apt[@]})); then
@@ -15,20 +15,14 @@ if ((${#need_apt[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
 fi
 
-# A Docker daemon: the system's if it answers, else start one.
-if ! docker info >/dev/null 2>&1; then
-  if command -v systemctl >/dev/null && systemctl start docker 2>/dev/null && docker info >/dev/null 2>&1; then
-    :
-  else
-    echo "starting dockerd (log: /var/log/distproc-demo-dockerd.log)"
-    # Containers use the host network, so dockerd needs no bridge of its own.
-    setsid dockerd --bridge=none --iptables=false >/var/log/distproc-demo-dockerd.log 2>&1 < /dev/null &
-    for _ in $(seq 100); do docker info >/dev/null 2>&1 && break; sleep 0.2; done
-    docker info >/dev/null 2>&1 || { echo "dockerd did not start; see /var/log/distproc-demo-dockerd.log" >&2; exit 1; }
-  fi
-fi
+# A Docker daemon: DOCKER_HOST's if set (distproc's local host uses it too),
+# else the one that answers here, else one it installs and starts.
+scripts/docker-ready.sh
 
-[ -x .venv/bin/distproc ] || { python3 -m venv .venv && .venv/bin/pip install -q -e .; }
+# distproc and its runtime dependencies, exactly as uv.lock pins them.
+# --inexact: a .venv that also has the dev extras (.ci/run) keeps them.
+. scripts/uv.sh
+"$UV" sync --locked --inexact --quiet
 
 # The demo image: a static busybox tree, imported (no registry is needed).
 if ! docker image inspect distproc-demo:busybox >/dev/null 2>&1; then
