@@ -2,9 +2,9 @@
 
     sudo .venv/bin/python -m bench            # about 35 minutes on a 2-core machine
 
-Each script builds the namespace test cluster it needs, installs the tool it
-is compared with (aws CLI, pdsh) if missing, prints its Markdown table and
-writes bench/results/<name>.json.
+Each script builds the namespace test cluster it needs (bench.startup needs
+none), installs the tool it is compared with (aws CLI, pdsh) if missing, prints
+its Markdown table and writes bench/results/<name>.json.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-SCRIPTS = ("bench.staging", "bench.launch", "bench.hostcpu")
+SCRIPTS = ("bench.startup", "bench.staging", "bench.launch", "bench.hostcpu")
 
 
 def main() -> int:

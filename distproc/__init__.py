@@ -16,33 +16,39 @@ The SageMaker SDK's processing API (docs/python-api.md):
 >>> processor.run(code="prep.py", inputs=[ProcessingInput(source="data/", destination="/opt/ml/processing/input")])
 """
 
-from .coordinator import JobRunner, RunOptions
-from .errors import (
-    AgentError,
-    ConnectionError_,
-    DistprocError,
-    HostKeyError,
-    InventoryError,
-    JobExistsError,
-    JobNotFoundError,
-    RemoteCommandError,
-    SpecError,
-    StagingError,
-    StoreError,
-    Violation,
-)
-from .inventory import Host, Inventory, load_inventory, select_hosts
-from .outcome import JobOutcome, JobStatus
-from .processing import (
-    JobHandle,
-    ProcessingInput,
-    ProcessingOutput,
-    Processor,
-    ScriptProcessor,
-    UnexpectedStatusError,
-)
-from .spec import ProcessingJob, load_job, parse_job
-from .store import Store
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .coordinator import JobRunner, RunOptions
+    from .errors import (
+        AgentError,
+        ConnectionError_,
+        DistprocError,
+        HostKeyError,
+        InventoryError,
+        JobExistsError,
+        JobNotFoundError,
+        RemoteCommandError,
+        SpecError,
+        StagingError,
+        StoreError,
+        Violation,
+    )
+    from .inventory import Host, Inventory, load_inventory, select_hosts
+    from .outcome import JobOutcome, JobStatus
+    from .processing import (
+        JobHandle,
+        ProcessingInput,
+        ProcessingOutput,
+        Processor,
+        ScriptProcessor,
+        UnexpectedStatusError,
+    )
+    from .spec import ProcessingJob, load_job, parse_job
+    from .store import Store
 
 __version__ = "0.1.0"
 
@@ -79,3 +85,52 @@ __all__ = [
     "parse_job",
     "select_hosts",
 ]
+
+#: Where each public name lives. The package loads it on first use (PEP 562), so
+#: `import distproc.cli` does not pay for the coordinator (asyncssh, boto3) when a
+#: command like `distproc --help` or `validate` needs none of it.
+_HOME = {
+    "AgentError": "errors",
+    "ConnectionError_": "errors",
+    "DistprocError": "errors",
+    "HostKeyError": "errors",
+    "InventoryError": "errors",
+    "JobExistsError": "errors",
+    "JobNotFoundError": "errors",
+    "RemoteCommandError": "errors",
+    "SpecError": "errors",
+    "StagingError": "errors",
+    "StoreError": "errors",
+    "Violation": "errors",
+    "Host": "inventory",
+    "Inventory": "inventory",
+    "load_inventory": "inventory",
+    "select_hosts": "inventory",
+    "JobRunner": "coordinator",
+    "RunOptions": "coordinator",
+    "JobOutcome": "outcome",
+    "JobStatus": "outcome",
+    "JobHandle": "processing",
+    "ProcessingInput": "processing",
+    "ProcessingOutput": "processing",
+    "Processor": "processing",
+    "ScriptProcessor": "processing",
+    "UnexpectedStatusError": "processing",
+    "ProcessingJob": "spec",
+    "load_job": "spec",
+    "parse_job": "spec",
+    "Store": "store",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value  # once loaded, a plain attribute: __getattr__ is not asked again
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

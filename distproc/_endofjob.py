@@ -51,8 +51,10 @@ class EndOfJob:
         window = asyncio.Semaphore(self.options.fan_out)
 
         async def collect(state: HostState) -> None:
-            if not state.prepared or state.lost:
-                return  # a lost host's outputs cannot be fetched; its failure says why
+            if not state.prepared or state.lost or state.cleaned_by_host:
+                # A lost host's outputs cannot be fetched (its failure says why); a host
+                # whose orphan timeout stopped the job has removed them (its StopReason says so).
+                return
             async with window:
                 self.mark(state, "upload_started")
                 await self._upload_outputs(state)

@@ -29,6 +29,9 @@ class HostState:
     position: FollowPosition = field(default_factory=FollowPosition)
     #: Unreachable for longer than the reconnect window while it ran.
     lost: bool = False
+    #: Stopped by its own orphan timeout, after which its agent removed the job's
+    #: data (outputs included): there is nothing left to fetch (a late attach).
+    cleaned_by_host: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,9 +34,13 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from .errors import SpecError, StagingError, Violation
+from .safepath import inside
+from .spec._rules import path_name_problems
+from .spec.validate import validate_value
 from .staging.local_files import list_prefix
 
 MAX_NAME_LENGTH = 63
+REFUSED_JOB_FOLDER = "_refused-job-name"
 CODE_INPUT_NAME = "code"
 CODE_LOCAL_PATH = "/opt/ml/processing/input/code"
 SOURCE = "processing arguments"
@@ -193,6 +197,22 @@ def data_dir(home: Path) -> Path:
     return home / "data"
 
 
+def job_data_dir(home: Path, job: str) -> Path:
+    """``data/<job>/``: the job's folder in the stand-in bucket, refused if the name leads elsewhere."""
+    return inside(data_dir(home), job, what="job name")
+
+
+def job_folder(job: str) -> str:
+    """The name of the job's folder under ``data/``: the job's name, or a stand-in if parse_job refuses it.
+
+    Such a job never runs, and nothing is copied into or written under the
+    stand-in (no job can have it: "_" is not allowed in a ProcessingJobName).
+    It spares parse_job's report, which names the job name with every other
+    problem, the problems that having no folder would cause (a missing S3Uri).
+    """
+    return REFUSED_JOB_FOLDER if validate_value("ProcessingJobName", job, "ProcessingJobName") else job
+
+
 # -- the request's parts ----------------------------------------------------------------------
 
 
@@ -229,7 +249,9 @@ def input_request(index: int, item: object, problems: list[Violation]) -> dict[s
     if not isinstance(item, ProcessingInput):
         problems.append(Violation(field, f"must be a ProcessingInput (got {type(item).__name__})"))
         return {}
-    doc: dict[str, Any] = {"InputName": item.input_name or f"input-{index + 1}", "AppManaged": item.app_managed}
+    name = item.input_name or f"input-{index + 1}"
+    problems.extend(Violation(f"{field}.input_name", p) for p in _name_problems(name))
+    doc: dict[str, Any] = {"InputName": name, "AppManaged": item.app_managed}
     if item.dataset_definition is not None:
         doc["DatasetDefinition"] = request_form(item.dataset_definition, f"{field}.dataset_definition", problems)
         return doc
@@ -252,20 +274,32 @@ def output_request(index: int, item: object, home: Path, job: str, problems: lis
         problems.append(Violation(field, f"must be a ProcessingOutput (got {type(item).__name__})"))
         return {}
     name = item.output_name or f"output-{index + 1}"
+    name_problems = _name_problems(name)
+    problems.extend(Violation(f"{field}.output_name", p) for p in name_problems)
     doc: dict[str, Any] = {"OutputName": name, "AppManaged": item.app_managed}
     if item.feature_store_output is not None:
         doc["FeatureStoreOutput"] = request_form(item.feature_store_output, f"{field}.feature_store_output", problems)
         return doc
     uri = None
     try:
-        if item.destination is None:
-            uri = folder_uri(data_dir(home) / job / "output" / name)
-        else:
+        if item.destination is not None:
             uri = output_uri(item.destination, f"{field}.destination")
+        elif not name_problems:
+            uri = folder_uri(default_output_dir(home, job, name))
     except SpecError as exc:
         problems.extend(exc.violations)
     doc["S3Output"] = without_none({"S3Uri": uri, "LocalPath": item.source, "S3UploadMode": item.s3_upload_mode})
     return doc
+
+
+def default_output_dir(home: Path, job: str, name: str) -> Path:
+    """``data/<job>/output/<output name>/``: where an output with no destination goes."""
+    return inside(job_data_dir(home, job) / "output", name, what="output name")
+
+
+def _name_problems(name: object) -> list[str]:
+    # Not a string: left to parse_job, which names the request's field and the type.
+    return path_name_problems(name) if isinstance(name, str) else []
 
 
 # -- a ScriptProcessor's code -------------------------------------------------------------------
@@ -291,7 +325,7 @@ class CodePlan:
 def plan_code(code: PathArg, source_dir: PathArg | None, home: Path, job: str) -> CodePlan:
     """The script alone, or (as FrameworkProcessor) ``source_dir`` with ``code`` a path in it."""
     text = os.fspath(code)
-    target = data_dir(home) / job / "input" / CODE_INPUT_NAME
+    target = job_data_dir(home, job) / "input" / CODE_INPUT_NAME
     if source_dir is None:
         if is_uri(text) and text[:7].lower() != "file://":
             name = posixpath.basename(urlparse(text).path)

@@ -36,6 +36,7 @@ class Watching:
     _stop_event: asyncio.Event
     _stop_reason: str | None
     _host_failed_already: bool
+    _recorded_events: set[tuple[str, str, float]]
 
     if TYPE_CHECKING:
         # Defined by JobRunner.
@@ -89,7 +90,8 @@ class Watching:
     async def _watch(self, state: HostState, sink: OutputSink) -> None:
         algo = state.assignment.algo
         session = state.session
-        lost_since: float | None = None
+        # The host's last sign of life when the current loss of contact began (None: in contact).
+        lost_at: float | None = None
         first_reason = ""
         delay = 0.5
 
@@ -107,49 +109,59 @@ class Watching:
                 self._host_failed(state, FailureClass.INTERNAL, "the agent on the host died before the container ended")
                 await self._on_host_failed(state)
 
+        # The window counts from the last time anything was heard from the host (a
+        # follow line, an answer, a connection made), not from when the loss was
+        # noticed: keepalives take up to half the window to declare a link dead.
         window = self.options.reconnect_window_seconds
         while state.outcome is None:
             try:
-                if lost_since is not None:
+                if lost_at is not None:
                     # One reconnection attempt may not outlast what is left of the window.
-                    left = max(1.0, lost_since + window - time.time())
+                    left = max(1.0, session.last_heard + window - time.time())
                     await within(session.transport.connect(), left, session.transport.name)
+                    session.heard()
                 state.position = await session.follow(state.position, on_line)
-                lost_since = None
+                lost_at = None
                 delay = 0.5
             except ConnectionError_ as exc:
                 state.position = getattr(exc, "position", state.position)
                 now = time.time()
-                if lost_since is None:
-                    lost_since, first_reason = now, exc.reason
-                if now - lost_since >= window:
+                if lost_at != session.last_heard:
+                    # A new loss of contact: the host was heard from since the last one.
+                    lost_at, first_reason, delay = session.last_heard, exc.reason, 0.5
+                silent = now - session.last_heard
+                if silent >= window:
                     state.lost = True
                     why = first_reason if exc.reason == first_reason else f"{first_reason}; then {exc.reason}"
-                    self._host_failed(state, FailureClass.INTERNAL, self._lost_text(why))
+                    self._host_failed(state, FailureClass.INTERNAL, self._lost_text(why, silent))
                     await self._on_host_failed(state)
                     return
-                self.log.warning("reconnecting", host=algo, error=exc.reason)
-                await asyncio.sleep(min(delay, max(0.0, lost_since + window - now)))
+                self.log.warning("reconnecting", host=algo, error=exc.reason, silent_seconds=round(silent, 1))
+                await asyncio.sleep(min(delay, max(0.0, window - silent)))
                 delay = min(delay * 2, 10.0)
 
-    def _lost_text(self, reason: str) -> str:
-        window = self.options.reconnect_window_seconds
+    def _lost_text(self, reason: str, silent: float) -> str:
         orphan = self.options.orphan_timeout_seconds
         then = (
             f"its agent stops the container once no coordinator has followed it for {orphan:.0f} s"
             if orphan > 0
             else "its container may still run there (--orphan-timeout 0)"
         )
-        return f"lost contact with the host for {window:.0f} s while its container ran ({reason}); {then}"
+        return f"lost contact with the host for {silent:.0f} s while its container ran ({reason}); {then}"
 
     async def _on_event(self, state: HostState, event: dict[str, Any]) -> None:
         kind = str(event.get("kind", ""))
         algo = state.assignment.algo
         at = event.get("time") if isinstance(event.get("time"), (int, float)) else None
         data = {k: v for k, v in event.items() if k not in ("kind", "time")}
-        self.store.add_event(self.job.name, algo, kind, data, at)
         if self.options.observer is not None:
             self.options.observer.step(algo, kind, **data)
+        if at is not None and (algo, kind, float(at)) in self._recorded_events:
+            # Followed again by `attach`: recorded and logged by the run that saw it first.
+            if kind == "container_started":
+                self.log.info("reattached to the running container", host=algo, container_started=at)
+            return
+        self.store.add_event(self.job.name, algo, kind, data, at)
         if kind == "container_started":
             self.store.update_host(self.job.name, algo, start_time=at)
             self.log.info("container started", host=algo)
@@ -160,6 +172,7 @@ class Watching:
 
     async def _on_result(self, state: HostState, result: dict[str, Any]) -> None:
         a = state.assignment
+        state.cleaned_by_host = bool(result.get("orphaned"))
         status = str(result.get("status") or "Failed")
         exit_code = result.get("exit_code")
         ended = result.get("container_ended") or result.get("agent_ended") or time.time()

@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .coordinator import JobRunner, RunOptions
 from .errors import SpecError, Violation
-from .outcome import JobOutcome
 from .spec import parse_job
 from .store import JobRecord, Store
+
+if TYPE_CHECKING:
+    # Loaded by attach() only: `distproc describe` asks coordinator_alive() and
+    # must not pay for the coordinator (asyncssh, boto3) to do so.
+    from .coordinator import JobRunner, RunOptions
+    from .outcome import JobOutcome
 
 
 def coordinator_alive(pid: int | None) -> bool:
@@ -49,6 +54,8 @@ def check_attachable(job: JobRecord) -> None:
 
 
 async def attach(store: Store, name: str, options: RunOptions) -> tuple[JobRunner, JobOutcome]:
+    from .coordinator import JobRunner
+
     job = store.get_job(name)
     check_attachable(job)
     if not store.take_over(name, job.coordinator_pid):

@@ -4,12 +4,16 @@ Exit codes of `run`: 0 Completed, 1 Failed, 2 invalid input (job, inventory,
 usage, a name already used), 3 Stopped, 4 any other distproc error. Other
 commands: 0 success, 2 invalid input or unknown job, 4 other errors.
 Every DistprocError becomes one clear message; a traceback means a bug.
+
+Start-up is part of every command's cost: each command imports what it uses,
+in its own function. `--help`, `validate`, `list` and `describe` load neither
+asyncssh nor boto3 nor structlog, and `--help` and `validate` not asyncio
+either (tests/test_cli_conventions.py; bench/startup.py measures it).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import os
@@ -20,7 +24,6 @@ from typing import Any, TextIO, cast
 
 from . import __version__
 from .errors import DistprocError, InventoryError, JobExistsError, JobNotFoundError, SpecError, Violation
-from .logconfig import configure
 
 EXIT_COMPLETED = 0
 EXIT_FAILED = 1
@@ -32,6 +35,56 @@ _STATUS_EXIT = {"Completed": EXIT_COMPLETED, "Failed": EXIT_FAILED, "Stopped": E
 #: The hosts hear from a following coordinator every 5 s (hostsession.PING_SECONDS).
 MIN_ORPHAN_TIMEOUT = 15.0
 _INVALID = (SpecError, InventoryError, JobExistsError, JobNotFoundError)
+
+
+# Argument types: argparse turns their ArgumentTypeError into its usual
+# "error: argument --x: ..." and exit 2, so a nonsense number (a negative grace
+# period, zero hosts at once) is refused before anything starts.
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def _count(text: str) -> int:
+    """A whole number of at least 1 (hosts at once, jobs listed)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = _number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
+    return value
+
+
+def _not_negative(text: str) -> float:
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
+    return value
+
+
+def _orphan_timeout(text: str) -> float:
+    value = _not_negative(text)
+    if 0 < value < MIN_ORPHAN_TIMEOUT:
+        raise argparse.ArgumentTypeError(
+            f"must be 0 (never) or at least {MIN_ORPHAN_TIMEOUT:.0f} seconds, a few of the coordinator's pings, "
+            f"not {text}"
+        )
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,27 +100,30 @@ def _parser() -> argparse.ArgumentParser:
         "--log-format", choices=("console", "json"), default="console", help="how distproc's own messages (stderr) look"
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug messages too")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # Listed in the order a user meets them: run, check, look, stop; then the rest.
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", help="what to do")
 
     run = sub.add_parser("run", help="run a job and wait for its end")
-    run.add_argument("job", type=Path, help="a CreateProcessingJob request (JSON)")
+    # The job stays a str: Path("./-") would be "-", and ./- is how to name a file called "-".
+    run.add_argument("job", help="a CreateProcessingJob request (JSON); - reads standard input")
     run.add_argument("-i", "--inventory", type=Path, required=True, help="Ansible YAML inventory")
     run.add_argument("--job-name", metavar="NAME", help="use this ProcessingJobName instead of the file's")
     run.add_argument(
         "--stop-grace",
-        type=float,
+        type=_not_negative,
         default=10.0,
         metavar="SECONDS",
         help="time between SIGINT and SIGKILL when stopping (default 10)",
     )
-    run.add_argument("--fan-out", type=int, default=64, metavar="N", help="hosts prepared at once (default 64)")
+    run.add_argument("--fan-out", type=_count, default=64, metavar="N", help="hosts prepared at once (default 64)")
     run.add_argument(
         "--quiet", action="store_true", help="do not print container output (it is still kept in the logs)"
     )
     run.add_argument(
         "--ship-image",
         action="store_true",
-        help="docker save the image here once and load it on every host that lacks it (clusters without a registry)",
+        help="load this machine's image on every host whose Docker lacks it (clusters without a registry); "
+        "it is saved only if a host lacks it, and kept for later runs",
     )
     run.add_argument(
         "--no-live",
@@ -75,8 +131,14 @@ def _parser() -> argparse.ArgumentParser:
         help="on a terminal, print plain lines instead of the live per-host view",
     )
     run.add_argument(
+        "--json",
+        action="store_true",
+        help="at the end, print the job's DescribeProcessingJob document (as `describe --json`), and nothing "
+        "else, on stdout; container output goes to stderr, and there is no live view",
+    )
+    run.add_argument(
         "--metrics-interval",
-        type=float,
+        type=_not_negative,
         default=5.0,
         metavar="SECONDS",
         help="seconds between each host's metric samples; 0 turns sampling off (default 5)",
@@ -99,14 +161,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--reconnect-window",
-        type=float,
+        type=_positive,
         default=60.0,
         metavar="SECONDS",
         help="how long a running host may stay unreachable before the job fails naming it (default 60)",
     )
     run.add_argument(
         "--orphan-timeout",
-        type=float,
+        type=_orphan_timeout,
         default=900.0,
         metavar="SECONDS",
         help="each host stops the job's container once no coordinator has followed it this long, "
@@ -115,65 +177,78 @@ def _parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run, candidates=True)
 
     validate = sub.add_parser("validate", help="check a job and inventory and print the plan")
-    validate.add_argument("job", type=Path)
+    validate.add_argument("job", help="a CreateProcessingJob request (JSON); - reads standard input")
     validate.add_argument("-i", "--inventory", type=Path, help="Ansible YAML inventory (omit to check the job alone)")
-    validate.add_argument("--json", action="store_true")
-    validate.set_defaults(func=cmd_validate)
+    validate.add_argument(
+        "--json",
+        action="store_true",
+        help='JSON on stdout: {"Valid": true, ..., "Plan": [...]}, or {"Valid": false, "Problems": [...]} (exit 2)',
+    )
+    validate.set_defaults(func=cmd_validate, logs=False)
 
     describe = sub.add_parser("describe", help="show a job (DescribeProcessingJob)")
-    describe.add_argument("name")
+    describe.add_argument("name", help="the job's ProcessingJobName")
     describe.add_argument("--json", action="store_true", help="DescribeProcessingJob-shaped JSON")
     describe.add_argument("--timeline", action="store_true", help="each host's phases: when each began and how long")
-    describe.set_defaults(func=cmd_describe)
+    describe.set_defaults(func=cmd_describe, logs=False)
+
+    logs = sub.add_parser("logs", help="print a job's container output")
+    logs.add_argument("name", help="the job's ProcessingJobName")
+    logs.add_argument("--host", metavar="algo-K", help="one host only")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing until the job ends")
+    logs.set_defaults(func=cmd_logs)
+
+    listing = sub.add_parser("list", help="list jobs, newest first")
+    listing.add_argument(
+        "--status", choices=("InProgress", "Completed", "Failed", "Stopping", "Stopped"), help="only jobs in this state"
+    )
+    listing.add_argument("--limit", type=_count, default=50, metavar="N", help="at most N jobs (default 50)")
+    listing.add_argument("--json", action="store_true", help="ListProcessingJobs-shaped JSON")
+    listing.set_defaults(func=cmd_list, logs=False)
+
+    stop = sub.add_parser("stop", help="stop a running job (SIGINT, grace period, SIGKILL)")
+    stop.add_argument("name", help="the job's ProcessingJobName")
+    stop.set_defaults(func=cmd_stop)
+
+    attach = sub.add_parser("attach", help="take over a job whose `run` died: follow it to its end and record it")
+    attach.add_argument("name", help="the job's ProcessingJobName")
+    attach.add_argument("--quiet", action="store_true", help="do not print container output")
+    attach.set_defaults(func=cmd_attach)
 
     metrics = sub.add_parser("metrics", help="print each host's metric samples (CPU, memory, disk, network, GPUs)")
-    metrics.add_argument("name")
+    metrics.add_argument("name", help="the job's ProcessingJobName")
     metrics.add_argument("--csv", action="store_true", help="CSV, one row per host and sample (default: JSON)")
     metrics.set_defaults(func=cmd_metrics)
 
+    report = sub.add_parser("report", help="write a self-contained HTML report: timeline and metric charts")
+    report.add_argument("name", help="the job's ProcessingJobName")
+    report.add_argument("-o", "--output", type=Path, required=True, metavar="FILE", help="where to write it (.html)")
+    report.set_defaults(func=cmd_report)
+
     hosts = sub.add_parser("hosts", help="the inventory's hosts")
-    hosts_sub = hosts.add_subparsers(dest="hosts_command", required=True, metavar="COMMAND")
+    hosts_sub = hosts.add_subparsers(dest="hosts_command", required=True, metavar="COMMAND", help="what to do")
     check = hosts_sub.add_parser(
         "check", help="check every host (SSH, python, Docker, GPUs, disk, clock); exit 1 if any is unfit"
     )
     check.add_argument("-i", "--inventory", type=Path, required=True, help="Ansible YAML inventory")
-    check.add_argument("--json", action="store_true")
-    check.add_argument("--min-free-gib", type=float, default=5.0, help="free space the work folder needs (default 5)")
+    check.add_argument("--json", action="store_true", help="a JSON document of every host's checks")
+    check.add_argument(
+        "--min-free-gib",
+        type=_not_negative,
+        default=5.0,
+        metavar="GIB",
+        help="free space the work folder needs (default 5)",
+    )
     check.add_argument(
         "--max-clock-offset",
-        type=float,
+        type=_positive,
         default=2.0,
         metavar="SECONDS",
         help="largest clock offset allowed (default 2)",
     )
-    check.add_argument("--fan-out", type=int, default=64, metavar="N", help="hosts checked at once (default 64)")
+    check.add_argument("--fan-out", type=_count, default=64, metavar="N", help="hosts checked at once (default 64)")
     check.set_defaults(func=cmd_hosts_check)
 
-    report = sub.add_parser("report", help="write a self-contained HTML report: timeline and metric charts")
-    report.add_argument("name")
-    report.add_argument("-o", "--output", type=Path, required=True, metavar="FILE", help="where to write it (.html)")
-    report.set_defaults(func=cmd_report)
-
-    listing = sub.add_parser("list", help="list jobs, newest first")
-    listing.add_argument("--status", choices=("InProgress", "Completed", "Failed", "Stopping", "Stopped"))
-    listing.add_argument("--limit", type=int, default=50)
-    listing.add_argument("--json", action="store_true")
-    listing.set_defaults(func=cmd_list)
-
-    attach = sub.add_parser("attach", help="take over a job whose `run` died: follow it to its end and record it")
-    attach.add_argument("name")
-    attach.add_argument("--quiet", action="store_true", help="do not print container output")
-    attach.set_defaults(func=cmd_attach)
-
-    stop = sub.add_parser("stop", help="stop a running job (SIGINT, grace period, SIGKILL)")
-    stop.add_argument("name")
-    stop.set_defaults(func=cmd_stop)
-
-    logs = sub.add_parser("logs", help="print a job's container output")
-    logs.add_argument("name")
-    logs.add_argument("--host", metavar="algo-K", help="one host only")
-    logs.add_argument("-f", "--follow", action="store_true", help="keep printing until the job ends")
-    logs.set_defaults(func=cmd_logs)
     return parser
 
 
@@ -204,11 +279,18 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from .plan import algo_names
-
-    job, hosts = _load(args)
+    try:
+        job, hosts = _load(args)
+    except (SpecError, InventoryError) as exc:
+        if not args.json:
+            raise
+        print(json.dumps(_problems_document(args, exc), indent=2))
+        print(f"distproc: {exc}", file=sys.stderr)
+        return EXIT_INVALID
     plan = []
     if hosts is not None:
+        from .plan import algo_names
+
         plan = [
             {
                 "Host": algo,
@@ -238,8 +320,27 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _problems_document(args: argparse.Namespace, exc: SpecError | InventoryError) -> dict[str, Any]:
+    """`validate --json` of an invalid job or inventory: every problem, each where (Field) and what (Message).
+
+    A job's Field is a dotted field path (ProcessingInputs[0].S3Input.S3Uri); an
+    inventory's names the place (host gpu1, group rack_a, line 7), or is null
+    for a problem of the whole file (too few hosts of the job's type).
+    """
+    if isinstance(exc, SpecError):
+        source, path, problems = "job", args.job, exc.violations
+    else:
+        source, path, problems = "inventory", args.inventory, exc.problems
+    listed: list[dict[str, str | None]] = [{"Field": v.path, "Message": v.rule} for v in problems]
+    listed = listed or [{"Field": None, "Message": str(exc)}]
+    return {"Valid": False, "Source": source, "File": str(path), "Error": str(exc), "Problems": listed}
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    import asyncio
+
     from .coordinator import JobRunner, RunOptions
+    from .logconfig import configure
 
     job, hosts = _load(args)
     if args.assume_role and args.aws_credentials != "forward":
@@ -250,18 +351,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     store = _store(args)
     for warning in job.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    if 0 < args.orphan_timeout < MIN_ORPHAN_TIMEOUT:
-        print(
-            f"distproc: --orphan-timeout must be 0 (never) or at least {MIN_ORPHAN_TIMEOUT:.0f} seconds, "
-            "a few of the coordinator's pings",
-            file=sys.stderr,
-        )
-        return EXIT_INVALID
     view = _live_view(args)
+    # With --json, stdout carries the final document alone: container output goes to stderr.
+    output = sys.stderr if args.json else sys.stdout
     options = RunOptions(
         stop_grace_seconds=args.stop_grace,
         fan_out=max(1, args.fan_out),
-        console=None if args.quiet else (view or sys.stdout),
+        console=None if args.quiet else (view or output),
         observer=view,
         ship_image=args.ship_image,
         aws_credentials=args.aws_credentials,
@@ -291,6 +387,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if view is not None:
             view.close()
             configure(args.log_format, args.verbose)
+    if args.json:
+        print(_describe_json(store, job.name))
     return _report_outcome(job.name, outcome)
 
 
@@ -319,9 +417,10 @@ def _hung_up(runner: Any) -> None:
 
 def _live_view(args: argparse.Namespace) -> Any:
     """The live per-host view when both output streams are one terminal; else None (plain lines)."""
-    if args.no_live or args.log_format != "console" or not (sys.stdout.isatty() and sys.stderr.isatty()):
+    if args.no_live or args.json or args.log_format != "console" or not (sys.stdout.isatty() and sys.stderr.isatty()):
         return None
     from .liveview import LiveView
+    from .logconfig import configure
 
     view = LiveView(sys.stdout)
     # distproc's own messages scroll above the view too, or they would tear it.
@@ -330,12 +429,16 @@ def _live_view(args: argparse.Namespace) -> Any:
 
 
 async def _tick(view: Any) -> None:
+    import asyncio
+
     while True:
         await asyncio.sleep(0.5)
         view.tick()
 
 
 def cmd_attach(args: argparse.Namespace) -> int:
+    import asyncio
+
     from .attach import attach
     from .coordinator import RunOptions
 
@@ -356,7 +459,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
 def cmd_describe(args: argparse.Namespace) -> int:
     from .attach import coordinator_alive
     from .timeline import job_timeline
-    from .views import describe_document, describe_text, timeline_text
+    from .views import describe_text, timeline_text
 
     store = _store(args)
     job = store.get_job(args.name)
@@ -366,14 +469,22 @@ def cmd_describe(args: argparse.Namespace) -> int:
             f"`distproc attach {job.name}` takes the job over",
             file=sys.stderr,
         )
-    timeline = job_timeline(store.events(args.name))
     if args.json:
-        print(json.dumps(describe_document(job, timeline, store.metrics(args.name)), indent=2))
+        print(_describe_json(store, args.name))
     elif args.timeline:
-        print(timeline_text(job, timeline))
+        print(timeline_text(job, job_timeline(store.events(args.name))))
     else:
         print(describe_text(job))
     return 0
+
+
+def _describe_json(store: Any, name: str) -> str:
+    """The DescribeProcessingJob document of `describe --json` and `run --json`."""
+    from .timeline import job_timeline
+    from .views import describe_document
+
+    job = store.get_job(name)
+    return json.dumps(describe_document(job, job_timeline(store.events(name)), store.metrics(name)), indent=2)
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
@@ -390,6 +501,8 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
 
 def cmd_hosts_check(args: argparse.Namespace) -> int:
+    import asyncio
+
     from .hostcheck import Limits, check_hosts, report_document, report_table
     from .inventory import load_inventory
 
@@ -436,6 +549,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
+    import asyncio
+
     from .control import stop_job
 
     report = asyncio.run(stop_job(_store(args), args.name))
@@ -459,7 +574,12 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    configure(args.log_format, args.verbose)
+    if getattr(args, "logs", True):
+        # Commands that log nothing (validate, list, describe: logs=False) skip structlog,
+        # a tenth of their start-up; the import test keeps them free of it.
+        from .logconfig import configure
+
+        configure(args.log_format, args.verbose)
     try:
         return int(args.func(args))
     except _INVALID as exc:

@@ -30,9 +30,9 @@ from .console import OutputSink
 from .depsbundle import deps_bundle
 from .errors import AgentError, DistprocError, ImageError, StagingError
 from .hostsession import FollowPosition, HostSession
-from .images import SavedImage, save_image
+from .images import SavedImage, forget_saved, local_image_id, saved_image
 from .inventory import Host
-from .outcome import FailureClass, HostOutcome, JobOutcome, JobStatus, aggregate
+from .outcome import FailureClass, HostCause, HostOutcome, JobOutcome, JobStatus, aggregate, cut, say_once
 from .plan import DEFAULT_STOP_GRACE_SECONDS, HostAssignment, JobPlan, SourceFile, build_plan, host_task
 from .spec import ProcessingJob, job_arn
 from .staging import is_s3_uri
@@ -150,12 +150,18 @@ class JobRunner(Watching):
         self._stop_reason: str | None = None
         self._stop_event = asyncio.Event()
         self._states: list[HostState] = []
+        # --ship-image: this machine's ID of the image; the tar, saved once a host lacks it.
+        self._ship_image_id: str | None = None
         self._saved_image: SavedImage | None = None
+        self._saving_image = asyncio.Lock()
         # Each launched host's follower, started as soon as the host runs: its pings
         # are what keep the host's orphan timeout from running out.
         self._watchers: dict[str, asyncio.Future[None]] = {}
         self._sink: OutputSink | None = None
         self._host_failed_already = False
+        # (algo, kind, time) of the agents' events the store holds already: `attach`
+        # follows each host from its first event again, and those are not new.
+        self._recorded_events: set[tuple[str, str, float]] = set()
 
     # -- stopping -------------------------------------------------------------
 
@@ -201,8 +207,8 @@ class JobRunner(Watching):
                 cls = FailureClass.CLIENT if exc.client_error else FailureClass.INTERNAL
                 return self._finish_early(cls, str(exc))
             if self.options.ship_image:
-                try:
-                    self._saved_image = await asyncio.to_thread(save_image, self.job.app.image_uri)
+                try:  # only its ID: the hosts are asked for it before anything is saved
+                    self._ship_image_id = await asyncio.to_thread(local_image_id, self.job.app.image_uri)
                 except ImageError as exc:
                     return self._finish_early(FailureClass.CLIENT, str(exc))
             bundle = agent_bundle()
@@ -251,8 +257,6 @@ class JobRunner(Watching):
             with contextlib.suppress(DistprocError):
                 self.store.flush()  # progress records still waiting, whatever ended the run
             await asyncio.gather(*(s.session.transport.close() for s in self._states), return_exceptions=True)
-            if self._saved_image is not None:
-                self._saved_image.remove()
 
     def _uses_s3(self) -> bool:
         return any(is_s3_uri(i.uri) for i in self.job.inputs) or any(is_s3_uri(o.uri) for o in self.job.outputs)
@@ -330,7 +334,7 @@ class JobRunner(Watching):
                     staged_files, staged_bytes = await self._stage_inputs(state)
                     self._mark(state, "inputs_staged", objects=staged_files, bytes=staged_bytes)
                 except DistprocError as exc:
-                    client = isinstance(exc, StagingError) and exc.client_error
+                    client = isinstance(exc, ImageError) or (isinstance(exc, StagingError) and exc.client_error)
                     self._host_failed(state, FailureClass.CLIENT if client else FailureClass.INTERNAL, str(exc))
                     return
                 state.prepared = True
@@ -415,6 +419,9 @@ class JobRunner(Watching):
             self._states.append(state)
             if self.options.observer is not None:
                 self.options.observer.add_host(h.algo, host.name)
+        self._recorded_events = {
+            (str(e["algo"]), str(e["kind"]), float(e["time"])) for e in self.store.events(self.job.name) if e["algo"]
+        }
         self.log.info("attached", hosts=len(self._states), coordinator_pid_was=record.coordinator_pid)
         sink = OutputSink(log_paths, self.options.console)
         try:
@@ -447,7 +454,7 @@ class JobRunner(Watching):
         need = self.job.cluster.instance_count
         window = asyncio.Semaphore(self.options.fan_out)
 
-        async def claim(index: int, host: Host) -> tuple[int, HostClaim | None, str, bool]:
+        async def claim(index: int, host: Host) -> tuple[int, HostClaim | None, HostCause | None, bool]:
             transport = transport_for(
                 host, connect_timeout=self.options.connect_timeout, keepalive_interval=self.options.keepalive_interval
             )
@@ -460,27 +467,26 @@ class JobRunner(Watching):
                     answer, sent = await session.claim(self.job.name, host.name)
                 except DistprocError as exc:
                     await transport.close()
-                    return index, None, f"{host.name}: {exc}", False
+                    return index, None, HostCause(host.name, str(exc), host.address), False
             if answer.get("leased"):
-                return index, HostClaim(host, transport, started, connected, sent, session), "", False
+                return index, HostClaim(host, transport, started, connected, sent, session), None, False
             await transport.close()
             busy = answer.get("busy") or {}
-            why = (
-                f"{host.name} is busy with job {busy.get('job', '?')} (lease renewed {answer.get('age_seconds')} s ago)"
-            )
-            return index, None, why, True
+            why = f"busy with job {busy.get('job', '?')} (lease renewed {answer.get('age_seconds')} s ago)"
+            return index, None, HostCause(host.name, why, host.address), True
 
         claims: dict[int, HostClaim] = {}
-        refused: list[tuple[str, bool]] = []
+        refused: list[tuple[HostCause, bool]] = []
         untried = list(enumerate(self.hosts))
         while len(claims) < need and untried:
             batch, untried = untried[: need - len(claims)], untried[need - len(claims) :]
             for index, found, why, busy in await asyncio.gather(*(claim(i, h) for i, h in batch)):
                 if found is not None:
                     claims[index] = found
-                else:
+                elif why is not None:
                     refused.append((why, busy))
-                    self.log.warning("host passed over", reason=why)
+                    # The whole reason, however long: the FailureReason may have to cut it.
+                    self.log.warning("host passed over", host=why.who, reason=why.text)
         if len(claims) == need:
             return [claims[i] for i in sorted(claims)], None
         for found in claims.values():
@@ -490,25 +496,37 @@ class JobRunner(Watching):
         only_busy = all(busy for _, busy in refused)
         reason = (
             f"too few free hosts: the job needs {need} x {self.job.cluster.instance_type}, "
-            f"{len(claims)} could be had; " + "; ".join(why for why, _ in refused)
+            f"{len(claims)} could be had; " + say_once([why for why, _ in refused])
         )
         return [], (FailureClass.CLIENT if only_busy else FailureClass.INTERNAL, reason)
 
     async def _ship_image(self, state: HostState) -> None:
-        """Load the image saved here into the host's daemon, unless it has that image ID already."""
-        saved = self._saved_image
-        assert saved is not None, "saved in run() before any host is prepared"
-        if await state.session.image_id() == saved.image_id:
-            self._mark(state, "image_present", image_id=saved.image_id)
+        """Load this machine's image into the host's daemon, unless it has that image ID already."""
+        image_id = self._ship_image_id
+        assert image_id is not None, "taken in run() before any host is prepared"
+        if await state.session.image_id() == image_id:
+            self._mark(state, "image_present", image_id=image_id)
             return
+        saved = await self._saved()
         self._mark(state, "image_ship_started", bytes=saved.size)
         loaded = await state.session.load_image(saved.path)
         if loaded != saved.image_id:
+            forget_saved(saved)
             raise AgentError(
                 f"{state.assignment.host.name}: after loading the shipped image, {saved.image} is {loaded}, "
                 f"not {saved.image_id}"
             )
         self._mark(state, "image_shipped", bytes=saved.size)
+
+    async def _saved(self) -> SavedImage:
+        """The image's tar, saved (or found saved by an earlier run) once, for every host that lacks it."""
+        async with self._saving_image:
+            if self._saved_image is None:
+                assert self._ship_image_id is not None
+                folder = self.store.home / "images"
+                image, image_id = self.job.app.image_uri, self._ship_image_id
+                self._saved_image = await asyncio.to_thread(saved_image, image, image_id, folder)
+            return self._saved_image
 
     def _mark(self, state: HostState, kind: str, **data: Any) -> None:
         """A step of a host's timeline, as the coordinator saw it (see timeline.py)."""
@@ -539,7 +557,7 @@ class JobRunner(Watching):
         return EndOfJob(self.job, self.store, self.options, self.log, self._states, self._mark, self._tell_finished)
 
     def _finish_early(self, cls: FailureClass, reason: str) -> JobOutcome:
-        outcome = JobOutcome(JobStatus.FAILED, f"{cls.value}: {reason}"[:1024], None, None)
+        outcome = JobOutcome(JobStatus.FAILED, cut(f"{cls.value}: {reason}"), None, None)
         self._record(outcome)
         return outcome
 

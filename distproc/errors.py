@@ -14,6 +14,7 @@ user is a bug.
     ├── AgentError           the host agent could not be installed, started or read
     ├── ImageError           the job's image could not be saved here to ship to the hosts
     ├── StoreError           the job store could not be read or written
+    ├── UnsafePathError      a name would make a path outside its folder (a guard behind validation)
     ├── UnexpectedStatusError  a processor's wait() found the job Failed (the SDK's UnexpectedStatusException)
     ├── JobExistsError       a job of that name is already in the store
     └── JobNotFoundError     no job of that name in the store
@@ -40,18 +41,51 @@ class Violation:
         return f"{self.path}: {self.rule}"
 
 
+#: How many problems a SpecError's message lists; the rest are counted ("and N more").
+#: All of them stay in ``violations``; a message of 50,000 lines helps no one.
+SHOWN_VIOLATIONS = 50
+
+
 class SpecError(DistprocError):
-    """The job document breaks one or more rules; all of them are listed."""
+    """The job document breaks one or more rules; all of them are in ``violations``.
+
+    The message lists the first :data:`SHOWN_VIOLATIONS` and counts the rest.
+    """
 
     def __init__(self, violations: Sequence[Violation], source: str = "job") -> None:
         self.violations = tuple(violations)
         self.source = source
-        lines = "\n".join(f"  - {v}" for v in self.violations)
+        shown = [f"  - {v}" for v in self.violations[:SHOWN_VIOLATIONS]]
+        hidden = len(self.violations) - len(shown)
+        if hidden > 0:
+            shown.append(f"  and {hidden} more")
+        lines = "\n".join(shown)
         super().__init__(f"invalid {source} ({len(self.violations)} problem(s)):\n{lines}")
 
 
 class InventoryError(DistprocError):
-    """The inventory is malformed, or cannot supply the hosts a job asks for."""
+    """The inventory is malformed, or cannot supply the hosts a job asks for.
+
+    ``problems`` holds each problem a file has, where (``host gpu1``, ``group
+    rack_a``, ``line 7``) and what; it is empty for an error that is just its
+    message (too few hosts, say). The message always starts with the file's
+    name, and lists the first :data:`SHOWN_VIOLATIONS` problems.
+    """
+
+    def __init__(self, message: str, problems: Sequence[Violation] = ()) -> None:
+        self.problems = tuple(problems)
+        super().__init__(message)
+
+    @classmethod
+    def listing(cls, source: str, problems: Sequence[Violation]) -> InventoryError:
+        """One error for every problem in the file ``source``; one problem reads as a plain message."""
+        if len(problems) == 1:
+            return cls(f"{source}: {problems[0]}", problems)
+        lines = "".join(f"\n  - {problem}" for problem in problems[:SHOWN_VIOLATIONS])
+        more = len(problems) - SHOWN_VIOLATIONS
+        if more > 0:
+            lines += f"\n  and {more} more"
+        return cls(f"{source}: {len(problems)} problems:{lines}", problems)
 
 
 class ConnectionError_(DistprocError):
@@ -112,6 +146,15 @@ class ImageError(DistprocError):
 
 class StoreError(DistprocError):
     """The job store could not be opened, read or written."""
+
+
+class UnsafePathError(DistprocError):
+    """A name from a job would make a path outside the folder it belongs in.
+
+    Validation refuses such names first; this is the guard where the path is
+    built (distproc.safepath), so a bypassed or missed check cannot write
+    outside the job store.
+    """
 
 
 class JobExistsError(DistprocError):

@@ -32,13 +32,40 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True)
+class ClockReading:
+    """The host's clock minus this machine's: `offset`, known to within ± `uncertainty`."""
+
+    offset: float
+    uncertainty: float
+
+    @property
+    def shown(self) -> float:
+        """The offset, or 0 where the measurement cannot tell it from 0."""
+        return 0.0 if abs(self.offset) <= self.uncertainty else self.offset
+
+
+def clock_reading(sent: float, back: float, host_time: float, host_busy: float = 0.0) -> ClockReading:
+    """The host's clock offset from one request, sent at `sent` and answered at `back` (this clock).
+
+    The host read its clock after working `host_busy` seconds on the request,
+    so at a moment (on this clock) between `sent + host_busy` and `back`: the
+    offset is taken against the middle of that span and is known to half of
+    it. A host sharing this machine's clock reads 0 ± that half, never the
+    +0.2 s that the host's own work on the request would add.
+    """
+    earliest = min(back, sent + max(0.0, host_busy))
+    return ClockReading(host_time - (earliest + back) / 2, (back - earliest) / 2)
+
+
+@dataclass(frozen=True, slots=True)
 class HostReport:
     host: Host
     #: What the agent measured (None: it could not be reached or run).
     measured: dict[str, Any] | None
-    #: Host clock minus this machine's, taken at the middle of the round trip.
+    #: Host clock minus this machine's (see clock_reading); ± `clock_uncertainty_seconds`.
     clock_offset_seconds: float | None
     problems: tuple[str, ...] = field(default=())
+    clock_uncertainty_seconds: float | None = None
 
     @property
     def fit(self) -> bool:
@@ -50,7 +77,7 @@ def _declared_gpus(host: Host) -> int | None:
     return None if host.gpus == "all" else int(host.gpus)
 
 
-def assess(host: Host, measured: dict[str, Any], offset: float | None, limits: Limits) -> tuple[str, ...]:
+def assess(host: Host, measured: dict[str, Any], clock: ClockReading | None, limits: Limits) -> tuple[str, ...]:
     """Why this host cannot run jobs; empty if it can."""
     problems: list[str] = []
     docker = measured.get("docker") or {}
@@ -65,8 +92,12 @@ def assess(host: Host, measured: dict[str, Any], offset: float | None, limits: L
         problems.append(
             f"{free / gib:.1f} GiB free in {disk.get('path')}, under the {limits.min_free_bytes / gib:.1f} GiB asked"
         )
-    if offset is not None and abs(offset) > limits.max_clock_offset_seconds:
-        problems.append(f"clock is {offset:+.1f} s off this machine's (more than {limits.max_clock_offset_seconds} s)")
+    # Only an offset surely past the limit: the measurement's own uncertainty is no fault of the host.
+    if clock is not None and abs(clock.offset) - clock.uncertainty > limits.max_clock_offset_seconds:
+        problems.append(
+            f"clock is {clock.offset:+.1f} s (± {clock.uncertainty:.1f} s) off this machine's "
+            f"(more than {limits.max_clock_offset_seconds} s)"
+        )
     declared = _declared_gpus(host)
     if declared != 0:
         gpu = measured.get("gpu") or {}
@@ -111,9 +142,19 @@ async def check_host(host: Host, limits: Limits, connect_timeout: float = 15.0) 
         return HostReport(host, None, None, (str(exc),))
     finally:
         await transport.close()
-    host_time = measured.get("time")
-    offset = float(host_time) - (sent + back) / 2 if isinstance(host_time, (int, float)) else None
-    return HostReport(host, measured, offset, assess(host, measured, offset, limits))
+    host_time, busy = measured.get("time"), measured.get("busy_seconds")
+    clock = (
+        clock_reading(sent, back, float(host_time), float(busy) if isinstance(busy, (int, float)) else 0.0)
+        if isinstance(host_time, (int, float))
+        else None
+    )
+    return HostReport(
+        host,
+        measured,
+        None if clock is None else clock.offset,
+        assess(host, measured, clock, limits),
+        None if clock is None else clock.uncertainty,
+    )
 
 
 async def check_hosts(hosts: Sequence[Host], limits: Limits, fan_out: int = 64) -> list[HostReport]:
@@ -144,20 +185,42 @@ def report_document(report: HostReport) -> dict[str, Any]:
         "GpuNote": None if not m.get("gpu") or gpu.get("available") else gpu.get("reason"),
         "FreeBytes": disk.get("free_bytes"),
         "ClockOffsetSeconds": report.clock_offset_seconds,
+        "ClockUncertaintySeconds": report.clock_uncertainty_seconds,
     }
+
+
+def _clock_cell(d: dict[str, Any]) -> str:
+    offset, uncertainty = d["ClockOffsetSeconds"], d["ClockUncertaintySeconds"]
+    if offset is None:
+        return "-"
+    if uncertainty is None:
+        return f"{offset:+.2f}s"
+    return f"{ClockReading(offset, uncertainty).shown:+.2f}±{uncertainty:.2f}s"
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[bool]) -> str:
+    """Columns as wide as their widest cell, two spaces apart; the last column is not padded."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
+    lines = []
+    for row in (header, *rows):
+        cells = [cell.rjust(w) if r else cell.ljust(w) for cell, w, r in zip(row[:-1], widths, right, strict=False)]
+        lines.append("  ".join([*cells, row[-1]]).rstrip())
+    return "\n".join(lines)
 
 
 def report_table(reports: Sequence[HostReport]) -> str:
     docs = [report_document(r) for r in reports]
-    width = max([4, *(len(d["Host"]) for d in docs)])
-    lines = [f"{'HOST':<{width}}  {'PYTHON':<7} {'DOCKER':<9} {'GPUS':>4} {'FREE':>9} {'CLOCK':>7}  STATUS"]
-    for d in docs:
-        free = "-" if d["FreeBytes"] is None else f"{d['FreeBytes'] / (1 << 30):.1f}G"
-        clock = "-" if d["ClockOffsetSeconds"] is None else f"{d['ClockOffsetSeconds']:+.2f}s"
-        gpus = "-" if d["Gpus"] is None else str(d["Gpus"])
-        status = "ok" if d["Fit"] else "UNFIT: " + "; ".join(d["Problems"])
-        lines.append(
-            f"{d['Host']:<{width}}  {d['Python'] or '-':<7} {d['DockerVersion'] or '-':<9} {gpus:>4} {free:>9} "
-            f"{clock:>7}  {status}"
+    rows = [
+        (
+            d["Host"],
+            d["Python"] or "-",
+            d["DockerVersion"] or "-",
+            "-" if d["Gpus"] is None else str(d["Gpus"]),
+            "-" if d["FreeBytes"] is None else f"{d['FreeBytes'] / (1 << 30):.1f}G",
+            _clock_cell(d),
+            "ok" if d["Fit"] else "UNFIT: " + "; ".join(d["Problems"]),
         )
-    return "\n".join(lines)
+        for d in docs
+    ]
+    header = ("HOST", "PYTHON", "DOCKER", "GPUS", "FREE", "CLOCK", "STATUS")
+    return table(header, rows, right=(False, False, False, True, True, True))

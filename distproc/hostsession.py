@@ -12,6 +12,7 @@ import io
 import json
 import queue
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,12 +78,20 @@ class HostSession:
         self._claimed: Channel | None = None
         # Held while a request is in flight on the claimed channel.
         self._claimed_busy = asyncio.Lock()
+        #: When the host's agent was last heard from (time.time()): an answer, or any
+        #: line of a follow (which says "alive" every few seconds when it has nothing
+        #: else to say). The reconnect window counts from here.
+        self.last_heard = time.time()
 
     def for_job(self, job_dir: str) -> HostSession:
         """This host's session for one job's folder; a waiting claim goes with it."""
         session = HostSession(self.transport, self.python, self.work_dir, job_dir, self.bundle)
         session._claimed, self._claimed = self._claimed, None
+        session.last_heard = self.last_heard
         return session
+
+    def heard(self) -> None:
+        self.last_heard = time.time()
 
     def _conversation(self) -> Channel | None:
         """The claimed channel if it is free for a request now, else None (use a verb)."""
@@ -102,6 +111,8 @@ class HostSession:
             try:
                 await channel.write(json.dumps(request).encode() + b"\n")
                 line = await channel.readline()
+                if line:
+                    self.heard()
                 try:
                     doc = json.loads(line) if line.strip() else None
                 except ValueError:
@@ -355,6 +366,7 @@ class HostSession:
                 await channel.write(json.dumps(request).encode() + b"\n")
             pinger = asyncio.ensure_future(_ping(channel))
             async for doc in _json_lines(channel.readline):
+                self.heard()
                 stream = doc.get("stream")
                 if stream == "event":
                     events = int(doc["offset"])

@@ -7,6 +7,7 @@ failure; a stopped job is Stopped unless something failed before the stop.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -59,8 +60,85 @@ class JobOutcome:
     stop_reason: str | None
 
 
-def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+def cut(text: str, limit: int = MAX_REASON) -> str:
+    """`text` in at most `limit` characters: cut at a word boundary, ending in "...".
+
+    Never in the middle of a word, so a cut never leaves a shorter, valid-looking
+    address, path or command behind; only a word longer than a quarter of the
+    limit (a dump, not an address) is cut inside, rather than dropped whole.
+    """
+    if len(text) <= limit:
+        return text
+    head = text[: limit - 3]
+    if not text[limit - 3].isspace():
+        space = max(head.rfind(" "), head.rfind("\n"), head.rfind("\t"))
+        if space > 0 and len(head) - space <= limit // 4:
+            head = head[:space]
+    return head.rstrip(" \t\n;,:") + "..."
+
+
+@dataclass(frozen=True, slots=True)
+class HostCause:
+    """Why one host could not serve the job, as one part of a FailureReason."""
+
+    #: How the reason names the host: "algo-2" or its inventory name.
+    who: str
+    text: str
+    #: The host's address, where `text` names it; causes that differ only in
+    #: the host's name and address are the same cause.
+    address: str | None = None
+
+
+def _token(value: str) -> re.Pattern[str]:
+    # Whole names only: "10.0.0.2" is not inside "10.0.0.23", "h1" not inside "h12".
+    return re.compile(rf"(?<![\w.-]){re.escape(value)}(?![\w-]|\.\w)")
+
+
+def _generic(cause: HostCause) -> str:
+    """The cause with this host's own address and name replaced by placeholders."""
+    text = cause.text
+    for value, placeholder in ((cause.address, "<address>"), (cause.who, "<host>")):
+        if value:
+            text = _token(value).sub(placeholder, text)
+    return text
+
+
+def name_ranges(names: Sequence[str]) -> str:
+    """Host names said briefly: "algo-1..3" for a run of consecutive numbers, else "algo-1, algo-3"."""
+    out: list[str] = []
+    k = 0
+    while k < len(names):
+        end = k
+        numbered = re.fullmatch(r"(.*?)(\d+)", names[k])
+        if numbered:
+            prefix, first = numbered.group(1), int(numbered.group(2))
+            while end + 1 < len(names) and names[end + 1] == f"{prefix}{first + end + 1 - k}":
+                end += 1
+            if end - k >= 2:
+                out.append(f"{names[k]}..{first + end - k}")
+                k = end + 1
+                continue
+        out.extend(names[k : end + 1])
+        k = end + 1
+    return ", ".join(out)
+
+
+def say_once(causes: Sequence[HostCause]) -> str:
+    """Each host's cause, identical causes said once for all their hosts, in first-seen order.
+
+    Three hosts with the same unknown host key give one "h1..3: ... <address> ..."
+    instead of three near-identical instructions that would crowd out the rest.
+    """
+    groups: dict[str, list[HostCause]] = {}
+    for cause in causes:
+        groups.setdefault(_generic(cause), []).append(cause)
+    parts = []
+    for generic, members in groups.items():
+        if len(members) == 1:
+            parts.append(f"{members[0].who}: {members[0].text}")
+        else:
+            parts.append(f"{name_ranges([m.who for m in members])}: {generic}")
+    return "; ".join(parts)
 
 
 def exit_message(hosts: Sequence[HostOutcome]) -> str | None:
@@ -111,7 +189,7 @@ def aggregate(hosts: Sequence[HostOutcome], stop_reason: str | None = None) -> J
         cls, text = failures[0][2]
         more = len(failures) - 1
         suffix = f" (and {more} more host(s) failed)" if more else ""
-        return JobOutcome(JobStatus.FAILED, _cut(f"{cls.value}: {text}{suffix}", MAX_REASON), message, None)
+        return JobOutcome(JobStatus.FAILED, cut(f"{cls.value}: {text}{suffix}"), message, None)
     if stop_reason is not None or any(h.status == "Stopped" for h in hosts):
         return JobOutcome(JobStatus.STOPPED, None, message, stop_reason or "stopped")
     return JobOutcome(JobStatus.COMPLETED, None, message, None)

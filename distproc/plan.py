@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import Any, TypeVar
 
 from .inventory import Host
+from .safepath import inside
 from .spec import ProcessingInput, ProcessingJob, processing_job_config
 
 T = TypeVar("T")
@@ -72,6 +74,8 @@ def shard(items: Sequence[T], count: int, key: Any = None) -> tuple[tuple[T, ...
 
 
 def job_dir(host: Host, job_name: str, algo: str) -> str:
+    """``<work_dir>/jobs/<job>/<algo-K>`` on the host; a job name that is no plain name is refused."""
+    inside(PurePosixPath(host.work_dir, "jobs"), job_name, algo, what="job or host name")
     return f"{host.work_dir.rstrip('/')}/jobs/{job_name}/{algo}"
 
 

@@ -59,6 +59,7 @@ class _Options:
     stop_grace_seconds: float
     fan_out: int
     metrics_interval_seconds: float
+    ship_image: bool = False
 
     def check(self, sagemaker_session: Any) -> None:
         problems = []
@@ -89,6 +90,7 @@ class _Options:
             assume_role=self.assume_role,
             s3_endpoint_url=self.s3_endpoint_url,
             metrics_interval_seconds=self.metrics_interval_seconds,
+            ship_image=self.ship_image,
         )
 
 
@@ -130,6 +132,7 @@ class Processor:
         stop_grace_seconds: float = DEFAULT_STOP_GRACE_SECONDS,
         fan_out: int = 64,
         metrics_interval_seconds: float = 5.0,
+        ship_image: bool = False,
     ) -> None:
         self.role = role
         self.image_uri = image_uri
@@ -158,6 +161,7 @@ class Processor:
             stop_grace_seconds,
             fan_out,
             metrics_interval_seconds,
+            ship_image,
         )
         self._options.check(sagemaker_session)
 
@@ -221,7 +225,8 @@ class Processor:
             problems.append(Violation("kms_key", "distproc uploads no code to S3: there is nothing to encrypt"))
         channels = [paths.input_request(i, item, problems) for i, item in enumerate(inputs or [])]
         channels += [code.input()] if code else []
-        outs = [paths.output_request(i, item, self.home, name, problems) for i, item in enumerate(outputs or [])]
+        folder = paths.job_folder(name)
+        outs = [paths.output_request(i, item, self.home, folder, problems) for i, item in enumerate(outputs or [])]
         self.arguments = as_list(arguments)
         cluster = {"InstanceCount": self.instance_count, "InstanceType": self.instance_type}
         cluster |= {"VolumeSizeInGB": self.volume_size_in_gb, "VolumeKmsKeyId": self.volume_kms_key}
@@ -309,6 +314,7 @@ class ScriptProcessor(Processor):
         stop_grace_seconds: float = DEFAULT_STOP_GRACE_SECONDS,
         fan_out: int = 64,
         metrics_interval_seconds: float = 5.0,
+        ship_image: bool = False,
     ) -> None:
         self.command = command
         super().__init__(
@@ -334,6 +340,7 @@ class ScriptProcessor(Processor):
             stop_grace_seconds=stop_grace_seconds,
             fan_out=fan_out,
             metrics_interval_seconds=metrics_interval_seconds,
+            ship_image=ship_image,
         )
 
     # As in the SDK, a ScriptProcessor's run and request take the script first.
@@ -376,7 +383,7 @@ class ScriptProcessor(Processor):
         if not self.command:
             raise paths.problem("command", "required: the program that runs the script, for example ['python3']")
         name = self._job_name(job_name)
-        plan = paths.plan_code(code, source_dir, self.home, name)
+        plan = paths.plan_code(code, source_dir, self.home, paths.job_folder(name))
         self.entrypoint = [*as_list(self.command), plan.script]
         return plan, name
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import JobExistsError, JobNotFoundError, StoreError
+from .safepath import inside
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -238,7 +239,7 @@ class Store:
         row = self._db.execute("SELECT creation_time FROM jobs WHERE name = ?", (job,)).fetchone()
         if row is None:
             raise JobNotFoundError(job)
-        return self.home / "logs" / job / f"{algo}-{int(row['creation_time'])}.log"
+        return inside(self.home / "logs", job, f"{algo}-{int(row['creation_time'])}.log", what="job or host name")
 
     def create_job(
         self,
@@ -249,6 +250,7 @@ class Store:
         warnings: tuple[str, ...] = (),
     ) -> None:
         """Record a new job, InProgress. A name in use is refused, as SageMaker does."""
+        logs = inside(self.home / "logs", name, what="job name")  # before the job is recorded
         t = time.time()
         with self._tx() as db:
             row = db.execute("SELECT status FROM jobs WHERE name = ?", (name,)).fetchone()
@@ -259,7 +261,7 @@ class Store:
                 " last_modified, coordinator_pid) VALUES (?, ?, 'InProgress', ?, ?, ?, ?, ?, ?)",
                 (name, arn, json.dumps(request), inventory, json.dumps(list(warnings)), t, t, os.getpid()),
             )
-        (self.home / "logs" / name).mkdir(parents=True, exist_ok=True, mode=0o700)
+        logs.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def _update(
         self, table: str, allowed: set[str], where: dict[str, Any], fields: dict[str, Any], may_wait: bool = False

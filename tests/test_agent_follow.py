@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -154,3 +155,93 @@ def test_the_conversation_answers_a_request_that_is_not_json_with_an_error(tmp_p
     code, answers = _claim(tmp_path, b"launch now please\n")
     assert code == 2
     assert answers[-1]["error"].startswith("bad request")
+
+
+def test_a_quiet_follower_says_it_is_alive_until_the_result(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With nothing to send, the follower still sends {"stream": "alive"} every ALIVE_SECONDS: the
+    coordinator counts its reconnect window from the last line it heard (hostsession.last_heard)."""
+    monkeypatch.setattr(follow_mod, "ALIVE_SECONDS", 0.05)
+    jobdir = _jobdir(tmp_path, os.getpid())
+    out = io.StringIO()
+    codes: list[int] = []
+    follower = threading.Thread(target=lambda: codes.append(follow_mod.follow(jobdir, out=out)))
+    follower.start()
+    try:
+        deadline = time.monotonic() + 30
+        while out.getvalue().count('"alive"') < 3:
+            assert time.monotonic() < deadline, out.getvalue()
+            time.sleep(0.01)
+    finally:
+        Path(jobdir.result).write_text(json.dumps({"status": "Completed"}))
+        follower.join(30)
+    streams = [d["stream"] for d in _streamed(out)]
+    assert codes == [0]
+    assert streams[-1] == "result" and set(streams[:-1]) == {"alive"} and len(streams) >= 4, streams
+
+
+def _orphaned_result(jobdir: JobDir, orphaned: bool) -> None:
+    result = {"status": "Stopped", "stopped": True, "orphaned": orphaned}
+    Path(jobdir.result).write_text(json.dumps(result))
+
+
+def test_a_follow_of_a_run_stopped_for_want_of_pings_that_got_none_either_is_unwatched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its caller then ends its SSH session (cli._end_unwatched). A follower that did hear from its
+    coordinator lately (a late `attach` just started), or a run that ended otherwise, is not."""
+    jobdir = _jobdir(tmp_path, os.getpid())
+    _orphaned_result(jobdir, orphaned=True)
+    assert follow_mod.follow(jobdir, out=io.StringIO()) == 0, "heard from just now: a live attach"
+    monkeypatch.setattr(follow_mod, "PINGS_MISSED_SECONDS", 0.0)
+    read_end, write_end = os.pipe()
+    try:
+        assert follow_mod.follow(jobdir, out=io.StringIO(), lines=StdinLines(read_end)) == follow_mod.UNWATCHED
+        _orphaned_result(jobdir, orphaned=False)
+        assert follow_mod.follow(jobdir, out=io.StringIO(), lines=StdinLines(read_end)) == 0
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+def test_input_resets_how_long_the_conversation_has_been_silent(tmp_path: Path) -> None:
+    read_end, write_end = os.pipe()
+    lines = StdinLines(read_end)
+    lines.last_input -= 100  # as if made 100 s ago
+    assert lines.silent_for() >= 100
+    os.write(write_end, b"\n")
+    assert lines.readline(5.0) == b"\n"
+    assert lines.silent_for() < 100
+    os.close(write_end)
+    os.close(read_end)
+
+
+@pytest.mark.parametrize(
+    ("table", "expected"),
+    [
+        # The agent's parent is the session's sshd (bash exec'd the command): ended.
+        ({10: ("sshd", 5, "sshd: root@notty")}, 10),
+        # Through the login shell (dash forks), and OpenSSH 9.8's sshd-session: ended.
+        ({10: ("sh", 9, "sh -c ..."), 9: ("sshd-session", 5, "sshd-session: dp@notty")}, 9),
+        # `ansible_connection: local`: the parent is the coordinator, even inside an SSH login.
+        ({10: ("python3", 9, "python3 -m distproc run"), 9: ("sshd", 5, "sshd: me@notty")}, None),
+        # An interactive login, a privileged monitor, the listener: never.
+        ({10: ("bash", 9, "-bash"), 9: ("sshd", 5, "sshd: me@pts/0")}, None),
+        ({10: ("sshd", 5, "sshd: me [priv]")}, None),
+        ({10: ("sshd", 1, "sshd: /usr/sbin/sshd -D [listener] 0 of 10-100 startups")}, None),
+        # Two shells deep, or reparented to init: not looked further.
+        ({10: ("sh", 9, "sh"), 9: ("bash", 8, "bash"), 8: ("sshd", 5, "sshd: me@notty")}, None),
+        ({1: ("systemd", 0, "/sbin/init")}, None),
+    ],
+)
+def test_only_the_no_tty_ssh_session_that_started_the_agent_is_ended(
+    table: dict[int, tuple[str, int, str]], expected: int | None
+) -> None:
+    """The rule over a process table (parent 10, or 1 when reparented); session.py reads /proc for it,
+    and the network-cut test on the cluster ends a real sshd's session with it."""
+    from distproc.agent.session import session_pid_from
+
+    start = 1 if 1 in table else 10
+    found = session_pid_from(
+        start, lambda pid: table[pid][:2] if pid in table else None, lambda pid: table[pid][2] if pid in table else ""
+    )
+    assert found == expected

@@ -362,6 +362,15 @@ def test_max_runtime_stops_the_job(env: Env) -> None:
     assert {h["Status"] for h in described["Distproc"]["Hosts"]} == {"Stopped"}
 
 
+def test_without_stopping_condition_the_job_has_sagemakers_one_day_limit(env: Env) -> None:
+    """No StoppingCondition: processingjobconfig.json in the container and describe show 86400 s, as SageMaker's."""
+    code = "import json; print(json.load(open('/opt/ml/config/processingjobconfig.json'))['StoppingCondition'])"
+    result = env.run_job(job_doc("one-day", count=1, entrypoint=py(code)))
+    assert result.returncode == 0, result.stderr
+    assert "{'MaxRuntimeInSeconds': 86400}" in result.stdout
+    assert env.describe("one-day")["StoppingCondition"] == {"MaxRuntimeInSeconds": 86400}
+
+
 def test_distproc_stop_from_another_process(env: Env) -> None:
     """`distproc stop NAME` stops a running job: SIGINT, then SIGKILL after the grace period."""
     # Ignores SIGINT, so only the SIGKILL after the grace period ends it.

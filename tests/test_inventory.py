@@ -721,7 +721,7 @@ def test_three_hosts_example_has_private_addresses() -> None:
 def test_gpu_example_expands_ranges_and_overrides_per_rack() -> None:
     """inventory/gpu-hosts.yaml gives 8 GPU hosts from ranges, rack_b on the nvidia runtime."""
     inventory = load_inventory(REPO / "inventory" / "gpu-hosts.yaml")
-    gpus = select_hosts(inventory, "ml.p4d.24xlarge", 8)
+    gpus = select_hosts(inventory, "ml.p3.16xlarge", 8)
     assert gpus[0].name == "gpu01.rack-a.example.internal"
     assert {h.gpus for h in gpus} == {"all"}
     assert [h.gpu_mode for h in gpus] == ["gpus"] * 4 + ["runtime"] * 4

@@ -85,6 +85,23 @@ def test_host_task_carries_the_contract() -> None:
     assert plan.assignments[1].job_dir == "/w2/jobs/plan-test/algo-2"
 
 
+def test_without_stopping_condition_hosts_enforce_sagemakers_one_day() -> None:
+    """No StoppingCondition: as SageMaker, the job is limited to 86400 s, and says so.
+
+    The task each agent enforces carries the limit, and the processingjobconfig.json
+    it writes into the container shows it, as SageMaker's does: no job runs forever.
+    """
+    request = make_job().request_dict()  # type: ignore[attr-defined]
+    del request["StoppingCondition"]
+    job = parse_job(request)
+    plan = build_plan(job, job_arn(job.name), hosts(2), {"data": []})
+    for assignment in plan.assignments:
+        task = host_task(plan, assignment)
+        assert task["max_runtime_seconds"] == 86400
+        assert task["processing_job_config"]["StoppingCondition"] == {"MaxRuntimeInSeconds": 86400}
+    assert job.request_dict()["StoppingCondition"] == {"MaxRuntimeInSeconds": 86400}  # what describe echoes
+
+
 def test_file_prefix_is_a_string_prefix_not_a_folder(tmp_path: Path) -> None:
     """file:///d/a matches /d/a/x and /d/ab/x; the rest of the path is the name under LocalPath."""
     (tmp_path / "a").mkdir()

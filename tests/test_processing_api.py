@@ -136,6 +136,16 @@ def test_processors_take_the_sdks_parameters_in_its_order() -> None:
     assert inspect.signature(Processor.__init__).parameters["inventory"].kind is inspect.Parameter.KEYWORD_ONLY
 
 
+def test_ship_image_is_a_keyword_of_both_processors_and_reaches_the_run(tmp_path: Path) -> None:
+    """ship_image=True is `run --ship-image`: distproc's own, keyword-only, off by default."""
+    for cls in (Processor, ScriptProcessor):
+        param = inspect.signature(cls.__init__).parameters["ship_image"]
+        assert param.kind is inspect.Parameter.KEYWORD_ONLY and param.default is False
+    assert processor(tmp_path, ship_image=True)._options.run_options(live_logs=False).ship_image is True
+    assert processor(tmp_path, ScriptProcessor, ship_image=True)._options.run_options(False).ship_image is True
+    assert processor(tmp_path)._options.run_options(live_logs=False).ship_image is False
+
+
 def test_run_takes_the_sdks_parameters_and_defaults() -> None:
     """Processor.run and ScriptProcessor.run (code first) have the SDK's names and defaults."""
     assert positional(Processor.run) == SDK_RUN
@@ -209,7 +219,9 @@ def test_the_request_is_a_job_json_the_cli_reads_unchanged(tmp_path: Path) -> No
     )
     path = tmp_path / "job.json"
     path.write_text(json.dumps(doc))
-    assert load_job(path).request_dict() == doc
+    # The one member the service, not the SDK, fills in: SageMaker's one-day limit.
+    assert "StoppingCondition" not in doc
+    assert load_job(path).request_dict() == {**doc, "StoppingCondition": {"MaxRuntimeInSeconds": 86400}}
 
 
 def test_script_processor_ships_the_script_as_the_code_input(tmp_path: Path) -> None:

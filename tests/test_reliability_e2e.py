@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from distproc.store import Store
 from tests.cluster import Cluster
 from tests.test_e2e import Env, env, file_output, job_doc, py, running_everywhere, wait_until  # noqa: F401
 
@@ -72,6 +73,10 @@ def test_a_killed_coordinator_is_taken_over_by_attach(env: Env, cluster: Cluster
     assert sorted(p.name for p in out_dir.iterdir()) == ["algo-1", "algo-2", "algo-3"]
     log = env.cli("logs", "crash").stdout
     assert log.count("waiting") == 3 and log.count("released") == 3  # each line kept once
+    # attach took over running containers: it says so once per host, and starts nothing twice.
+    assert "container started" not in stderr and stderr.count("reattached to the running container") == 3, stderr
+    started = [e["algo"] for e in Store(env.home).events("crash") if e["kind"] == "container_started"]
+    assert sorted(started) == ["algo-1", "algo-2", "algo-3"]
 
 
 def test_attach_is_refused_while_run_is_alive(env: Env, cluster: Cluster) -> None:

@@ -149,7 +149,7 @@ def test_minimal_request_defaults() -> None:
     assert job.cluster.instance_count == 1
     assert job.cluster.volume_size_gb is None
     assert job.app.entrypoint is None and job.app.arguments is None
-    assert job.environment == () and job.max_runtime_seconds is None and job.role_arn is None
+    assert job.environment == () and job.role_arn is None
     assert job.request_dict()["ProcessingResources"]["ClusterConfig"]["InstanceCount"] == 1
 
 
@@ -736,8 +736,9 @@ def test_processing_job_config_has_nulls() -> None:
     )
     config = processing_job_config(job, job_arn(job.name))
     assert config["ProcessingJobArn"] == "arn:aws:sagemaker:local:000000000000:processing-job/min"
-    for key in ("NetworkConfig", "StoppingCondition", "RoleArn", "ExperimentConfig", "Environment"):
+    for key in ("NetworkConfig", "RoleArn", "ExperimentConfig", "Environment"):
         assert config[key] is None
+    assert config["StoppingCondition"] == {"MaxRuntimeInSeconds": 86400}  # SageMaker's default, as it shows it
     assert config["ProcessingOutputConfig"] is None
     assert config["AppSpecification"] == {
         "ImageUri": "busybox",

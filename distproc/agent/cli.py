@@ -40,9 +40,12 @@ follow = _OnFirstUse("follow")
 hostcheck = _OnFirstUse("hostcheck")
 netif = _OnFirstUse("netif")
 runner = _OnFirstUse("runner")
+session = _OnFirstUse("session")
 staging = _OnFirstUse("staging")
 
 MIN_PYTHON = (3, 9)
+# How often a launched job's waiting conversation looks whether its run was left unwatched.
+UNWATCHED_LOOK_SECONDS = 5.0
 
 
 def _print(doc: Dict[str, Any]) -> None:
@@ -181,14 +184,21 @@ def serve(lines: StdinLines, work_dir: str, job: str, renew_every: float) -> int
     {"verb": "cleanup"} (as `cleanup`, which ends it). Input closed early ends
     it too: before the run is launched that gives the lease back (the host
     was not needed, or the coordinator is gone); after, the run keeps it.
-    While waiting for a request the lease is renewed.
+    While waiting for a request the lease is renewed. A run stopped because
+    nobody followed it (the orphan timeout) while nothing came on this
+    channel either ends it as well, and the SSH session it runs in: nobody
+    is at the other end (see _end_unwatched).
     """
     jobdir: Optional[JobDir] = None
     launched = False
     while True:
-        line = lines.readline(max(renew_every, 1.0))
+        # Once launched, look every few seconds whether the run was left unwatched.
+        wait = min(renew_every, UNWATCHED_LOOK_SECONDS) if launched else renew_every
+        line = lines.readline(max(wait, 1.0))
         if line is None:
             lease.renew(work_dir, job)
+            if launched and jobdir is not None and _left_unwatched(jobdir, lines):
+                return _end_unwatched()
             continue
         if not line:
             if not launched:
@@ -221,12 +231,32 @@ def serve(lines: StdinLines, work_dir: str, job: str, renew_every: float) -> int
             launched = launched or "pid" in answer
             _print(answer)
         elif verb == "follow":
-            follow.follow(jobdir, int(doc.get("events_offset", 0)), int(doc.get("log_offset", 0)), lines=lines)
+            code = follow.follow(jobdir, int(doc.get("events_offset", 0)), int(doc.get("log_offset", 0)), lines=lines)
+            if code == follow.UNWATCHED:
+                return _end_unwatched()
         elif verb == "cleanup":
             _print(cleanup_job(jobdir))
             return 0
         else:
             _print({"error": "unknown request {!r}".format(verb)})
+
+
+def _left_unwatched(jobdir: JobDir, lines: StdinLines) -> bool:
+    return lines.silent_for() >= follow.PINGS_MISSED_SECONDS and bool(follow.orphaned(jobdir))
+
+
+def _end_unwatched() -> int:
+    """End the conversation on a dead channel, and the SSH session that carries it.
+
+    The run was stopped because no coordinator followed it for the orphan
+    timeout, and nothing came on this channel meanwhile: whoever opened it is
+    gone (cut off by the network, most likely). sshd would keep the session,
+    and this process waiting on it, until the dead TCP connection times out,
+    hours later; ending the session drops the connection now (session.py).
+    The run already cleaned up the job's data and gave the lease back.
+    """
+    session.end_ssh_session()
+    return 0
 
 
 def cmd_release(args: argparse.Namespace) -> int:
@@ -284,7 +314,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_follow(args: argparse.Namespace) -> int:
-    return int(follow.follow(JobDir(args.jobdir), args.events_offset, args.log_offset, stdin=sys.stdin.buffer))
+    code = int(follow.follow(JobDir(args.jobdir), args.events_offset, args.log_offset, stdin=sys.stdin.buffer))
+    if code == follow.UNWATCHED:
+        return _end_unwatched()
+    return code
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
@@ -307,23 +340,15 @@ def cleanup_job(jobdir: JobDir) -> Dict[str, Any]:
 
     The answer carries the host's metric samples, which saves the coordinator a round trip.
     """
-    problems: List[str] = []
     try:
         task: Optional[Any] = jobdir.load_task()
     except TaskError:
-        task = None
+        task = None  # gone already: a host whose run nobody followed cleaned up itself (runner.py)
     if task is not None:
         from .engine import for_access
 
         for_access(task.docker).remove(task.container_name)
-    for path in (jobdir.ml, jobdir.task, jobdir.env_file, jobdir.stop_request):
-        try:
-            if os.path.isdir(path):
-                shutil.rmtree(path)
-            elif os.path.exists(path):
-                os.unlink(path)
-        except OSError as exc:
-            problems.append("{}: {}".format(path, exc))
+    problems: List[str] = files.remove_paths(jobdir.data)
     if task is not None:
         lease.release(lease.work_dir_of(jobdir.root), task.job_name)
     from .metrics import read_samples

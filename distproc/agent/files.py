@@ -10,7 +10,7 @@ import os
 import stat
 import tempfile
 import time
-from typing import IO, TYPE_CHECKING, Any, Dict, Optional, Tuple
+from typing import IO, TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Tuple
 
 if TYPE_CHECKING:
     import tarfile
@@ -52,6 +52,22 @@ def read_json(path: str) -> Optional[Any]:
 
 def now() -> float:
     return time.time()
+
+
+def remove_paths(paths: Iterable[str]) -> List[str]:
+    """Remove each file or folder that exists; what could not be removed, and why."""
+    import shutil  # here: only cleanups need it
+
+    problems: List[str] = []
+    for path in paths:
+        try:
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            elif os.path.lexists(path):
+                os.unlink(path)
+        except OSError as exc:
+            problems.append("{}: {}".format(path, exc))
+    return problems
 
 
 class EventLog:

@@ -8,7 +8,9 @@ surrogateescape, which turns back into the exact bytes on the other side.
 The coordinator also writes a line to our stdin every few seconds; each one
 touches the job's `watched` file, which is how the runner knows someone is
 still following (see runner.py: a job nobody follows is stopped after the
-orphan timeout).
+orphan timeout). The other way, a follower with nothing to send says it is
+alive every few seconds: the coordinator's reconnect window counts from the
+last line it heard.
 """
 
 from __future__ import annotations
@@ -37,6 +39,14 @@ FIRST_POLL_SECONDS = 0.02
 WATCHED_POLL_SECONDS = 0.5
 MIN_GAP_SECONDS = 0.01
 CHUNK = 64 * 1024
+# With nothing else to send, a follower sends {"stream": "alive"} this often.
+ALIVE_SECONDS = 5.0
+# A follower that heard no ping for this long (two of the coordinator's, sent
+# every 5 s: hostsession.PING_SECONDS) while its run was stopped for want of
+# them has nobody at the other end of its channel.
+PINGS_MISSED_SECONDS = 10.0
+# follow()'s return when that is so: the caller ends its SSH session (cli.py).
+UNWATCHED = 4
 
 
 def _read_from(path: str, offset: int) -> Tuple[bytes, int]:
@@ -60,7 +70,15 @@ class _Pings:
     def __init__(self, jobdir: JobDir, lines: Optional[StdinLines]) -> None:
         self.path = jobdir.watched
         self.lines = lines
+        self.source = lines
+        self.started = time.monotonic()
         self.touch()
+
+    def silent_for(self) -> float:
+        """Seconds since anything came from the coordinator (or since following began)."""
+        if self.source is None:
+            return time.monotonic() - self.started
+        return min(self.source.silent_for(), time.monotonic() - self.started)
 
     def touch(self) -> None:
         try:
@@ -100,7 +118,8 @@ def follow(
     stdin: Optional[IO[bytes]] = None,
     lines: Optional[StdinLines] = None,
 ) -> int:
-    """Emit new events and output until the run has finished; 0 then, 3 if the run is lost.
+    """Emit new events and output until the run has finished; 0 then, 3 if the run is lost,
+    UNWATCHED if it finished because nobody followed it, and nobody pinged this follower either.
 
     Pings come from `lines` (the claiming agent's conversation) or else `stdin`.
     """
@@ -110,11 +129,24 @@ def follow(
         except (OSError, ValueError):
             lines = None
     watch = DirWatch.open(jobdir.root)
+    pings = _Pings(jobdir, lines)
     try:
-        return _follow(jobdir, events_offset, log_offset, out, _Pings(jobdir, lines), watch)
+        code = _follow(jobdir, events_offset, log_offset, out, pings, watch)
     finally:
         if watch is not None:
             watch.close()
+    if code == 0 and pings.silent_for() >= PINGS_MISSED_SECONDS and orphaned(jobdir):
+        return UNWATCHED
+    return code
+
+
+def orphaned(jobdir: JobDir) -> bool:
+    """Whether the run ended stopped by its orphan timeout (runner.py)."""
+    try:
+        result = read_json(jobdir.result)
+    except (OSError, ValueError):
+        return False
+    return isinstance(result, dict) and bool(result.get("orphaned"))
 
 
 def _follow(
@@ -122,6 +154,7 @@ def _follow(
 ) -> int:
     lost_checks = 0
     poll = FIRST_POLL_SECONDS
+    said = float("-inf")  # when a line last went out
     while True:
         looked = time.monotonic()
         if watch is not None:
@@ -149,6 +182,8 @@ def _follow(
                 _emit(out, {"stream": "log", "offset": log_offset, "data": data.decode("utf-8", "surrogateescape")})
                 progressed = True
                 poll = FIRST_POLL_SECONDS
+            if progressed:
+                said = time.monotonic()
         if finished:
             _emit(out, {"stream": "result", "result": read_json(jobdir.result)})
             return 0
@@ -161,6 +196,9 @@ def _follow(
                 return 3
         else:
             lost_checks = 0
+        if time.monotonic() - said >= ALIVE_SECONDS:
+            _emit(out, {"stream": "alive"})
+            said = time.monotonic()
         if watch is None:
             pings.wait(poll)
             poll = min(poll * 2, POLL_SECONDS)

@@ -79,12 +79,15 @@ def gpu_report(deps_dir: str) -> Dict[str, Any]:
 def check(
     access: DockerAccess, work_dir: str, deps_dir: str = "", gpus: bool = False, fast: bool = False
 ) -> Dict[str, Any]:
+    started = time.monotonic()
     report: Dict[str, Any] = {
         "python": list(sys.version_info[:3]),
         "docker": docker_report(Docker(access)),
         "disk": disk_report(work_dir),
     }
     report["gpu"] = gpu_report(deps_dir) if gpus else None
-    # Last, so the coordinator's round trip brackets it as tightly as it can.
+    # Last, so the coordinator's round trip brackets it as tightly as it can; with how
+    # long the checks took, which the coordinator takes out of the round trip.
     report["time"] = time.time()
+    report["busy_seconds"] = time.monotonic() - started
     return report

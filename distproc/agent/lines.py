@@ -22,6 +22,12 @@ class StdinLines:
         self.fd = fd
         self._buffer = b""
         self.eof = False
+        #: When input last arrived (time.monotonic()), or the reader was made.
+        self.last_input = time.monotonic()
+
+    def silent_for(self) -> float:
+        """Seconds since input last arrived."""
+        return time.monotonic() - self.last_input
 
     def readline(self, timeout: Optional[float], wake: Optional[int] = None) -> Optional[bytes]:
         """The next line with its newline (at end of input, what is left); b"" once
@@ -48,6 +54,7 @@ class StdinLines:
                 chunk = os.read(self.fd, 1 << 16)
             except OSError:
                 chunk = b""
+            self.last_input = time.monotonic()
             if chunk:
                 self._buffer += chunk
             else:

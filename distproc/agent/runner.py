@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from . import ecr, lease, staging
 from .container import DockerError
 from .engine import Engine, WaitOutcome, docker_error_text, for_access
-from .files import EventLog, now, read_json, read_message, write_atomic, write_json_atomic
+from .files import EventLog, now, read_json, read_message, remove_paths, write_atomic, write_json_atomic
 from .task import HostTask, JobDir, TaskError
 
 # How often the watch loop wakes to check for a stop request or the deadline.
@@ -159,8 +159,14 @@ def run(jobdir: JobDir) -> Dict[str, Any]:
         if sampler is not None:
             sampler.stop()
         if result.get("orphaned"):
-            # No coordinator will come to clean up: give the host back. The record
-            # (result, events, log) stays for a late `distproc attach`.
+            # No coordinator will come to clean up: do its cleanup here (the container
+            # is already removed), so that a host given up on keeps none of the job's
+            # secrets (the task holds the Environment and any forwarded credentials)
+            # nor its data, then give the host back. The record (result, events,
+            # log, metrics) stays for a late `distproc attach`.
+            problems = remove_paths(jobdir.data)
+            if problems:
+                events.emit("cleanup_incomplete", problems=problems)
             lease.release(lease.work_dir_of(jobdir.root), task.job_name)
 
 

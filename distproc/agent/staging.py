@@ -12,7 +12,7 @@ import sys
 from typing import Any, Callable, Dict, List, Tuple
 
 from .files import EventLog, read_json, write_json_atomic
-from .task import HostTask, JobDir, OutputSpec
+from .task import HostTask, JobDir, OutputSpec, TaskError
 
 Progress = Callable[[Dict[str, Any]], None]
 
@@ -36,7 +36,10 @@ def _client(task: HostTask) -> Any:
 
 
 def _uploaded_map_path(jobdir: JobDir, output: OutputSpec) -> str:
-    return jobdir.path("uploaded-{}.json".format(output.name))
+    try:
+        return jobdir.path("uploaded-{}.json".format(output.name))
+    except TaskError as exc:  # the job's fault: its OutputName is no file name
+        raise StagingFailed("output {!r}: {}".format(output.name, exc), client_error=True) from exc
 
 
 def stage_inputs(jobdir: JobDir, task: HostTask, plan: Dict[str, Any], progress: Progress) -> Tuple[int, int]:
@@ -120,10 +123,11 @@ class Continuous:
         for output, uploader in self.uploaders:
             try:
                 done = uploader.stop()
+                path = _uploaded_map_path(self.jobdir, output)
             except Exception as exc:
                 errors.append("output {}: {}".format(output.name, exc))
                 continue
-            write_json_atomic(_uploaded_map_path(self.jobdir, output), {k: list(v) for k, v in done.items()})
+            write_json_atomic(path, {k: list(v) for k, v in done.items()})
             errors.extend("output {}: {}".format(output.name, e) for e in uploader.errors)
         return errors
 

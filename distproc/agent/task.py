@@ -133,6 +133,8 @@ def parse_task(doc: Any) -> HostTask:
             isinstance(item.get(k), str) for k in ("name", "local_path", "uri", "upload_mode")
         ):
             raise TaskError("task outputs must be objects with name, local_path, uri, upload_mode")
+        if not is_plain_name(item["name"]):  # it becomes a file name: uploaded-<name>.json
+            raise TaskError("task output name {!r} is not a plain file name".format(item["name"]))
         outputs.append(OutputSpec(item["name"], item["local_path"], item["uri"], item["upload_mode"]))
     s3 = doc.get("s3")
     if s3 is not None and not isinstance(s3, dict):
@@ -179,6 +181,26 @@ def parse_task(doc: Any) -> HostTask:
     )
 
 
+def is_plain_name(name: object) -> bool:
+    """Whether ``name`` is one file name: not empty, not . or .., no / or NUL."""
+    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\x00" not in name
+
+
+def inside(folder: str, name: str) -> str:
+    """``folder/name``, refused (TaskError) unless ``name`` is one plain file name that stays in ``folder``.
+
+    The agent's copy of distproc.safepath (the agent imports nothing from
+    distproc): names from the job (an OutputName) become file names here.
+    """
+    if not is_plain_name(name):
+        raise TaskError("{!r} is not a plain file name: refusing a path under {}".format(name, folder))
+    path = os.path.join(folder, name)
+    base = os.path.realpath(folder)
+    if os.path.commonpath([base, os.path.realpath(path)]) != base:
+        raise TaskError("{} leads outside {} through a link".format(path, folder))
+    return path
+
+
 class JobDir:
     """Where one host's share of one job lives: <work_dir>/jobs/<job>/<algo>/."""
 
@@ -186,7 +208,7 @@ class JobDir:
         self.root = os.path.abspath(root)
 
     def path(self, name: str) -> str:
-        return os.path.join(self.root, name)
+        return inside(self.root, name)
 
     @property
     def task(self) -> str:
@@ -232,6 +254,13 @@ class JobDir:
     @property
     def ml(self) -> str:
         return self.path("ml")
+
+    @property
+    def data(self) -> Tuple[str, ...]:
+        """What cleanup removes: the staged data and outputs, the task (it holds the
+        Environment and any forwarded credentials), the env file, a stop request.
+        The record (events, log, result, metrics) stays."""
+        return (self.ml, self.task, self.env_file, self.stop_request)
 
     def host_path(self, container_path: str) -> str:
         """The host path of a path under /opt/ml in the container."""

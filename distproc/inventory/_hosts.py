@@ -6,17 +6,17 @@ parent's value with ``ansible_user: null``.
 
 from __future__ import annotations
 
-import difflib
 import os
 import posixpath
 import shlex
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
-from ..errors import InventoryError
-from ._document import RawHost, Unsafe, load_yaml, read_groups
+from ..errors import InventoryError, Violation
+from ..spec.instance_types import closest, processing_instance_types
+from ._document import RawHost, Unsafe, load_yaml, read_groups_collecting
 from ._ec2_config import PLUGIN_NAMES
 from ._model import (
     DEFAULT_DOCKER_COMMAND,
@@ -29,29 +29,13 @@ from ._model import (
     Host,
     Inventory,
 )
+from ._names import KNOWN_DISTPROC_VARIABLES, unknown_variable
 
-#: Every ``distproc_*`` variable distproc reads. Any other ``distproc_`` name is
-#: refused as a likely typo, since a misspelt ``distproc_gpus`` would otherwise
-#: run a job without its GPUs.
-KNOWN_DISTPROC_VARIABLES = frozenset(
-    {
-        "distproc_instance_type",
-        "distproc_gpus",
-        "distproc_gpu_mode",
-        "distproc_docker_command",
-        "distproc_docker_host",
-        "distproc_work_dir",
-        "distproc_private_address",
-        "distproc_python",
-        "distproc_known_hosts",
-        "distproc_s3_endpoint_url",
-        "distproc_aws_region",
-        "distproc_memory_limit",
-        # Read by the provisioning playbook (ansible/), not by distproc: accepted so
-        # one inventory serves both.
-        "distproc_install_packages",
-    }
-)
+__all__ = ["KNOWN_DISTPROC_VARIABLES", "build_host", "check_host", "load_inventory"]
+
+_T = TypeVar("_T")
+#: Hosts named in one problem shared by several; the count is always exact.
+_SHOWN_HOSTS = 8
 
 _CONNECTIONS: Mapping[str, Connection] = {
     "ssh": "ssh",
@@ -72,9 +56,11 @@ _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 def load_inventory(path: str | Path) -> Inventory:
     """Read an Ansible YAML inventory file into checked, typed hosts.
 
-    Every problem (a missing file, bad YAML, a wrong type, a template) raises
-    :class:`~distproc.errors.InventoryError` naming the file, the host or
-    group, and the variable.
+    Every problem (a missing file, bad YAML, a key given twice, a wrong type, a
+    template, an unknown ``ansible_*`` or ``distproc_*`` name) is found before
+    anything is raised: one :class:`~distproc.errors.InventoryError` names the
+    file and lists each problem with its host or group and variable (a problem
+    several hosts share, from a group's variables, is listed once for all).
 
     A file whose top level has ``plugin: amazon.aws.aws_ec2`` (or ``aws_ec2``,
     or ``distproc_ec2``) describes EC2 instances instead of listing hosts; it is
@@ -86,8 +72,9 @@ def load_inventory(path: str | Path) -> Inventory:
     """
     path = Path(path)
     source = str(path)
+    problems: list[Violation] = []
     try:
-        data = load_yaml(path, source)
+        data = load_yaml(path, source, problems)
         base_dir = Path(os.path.abspath(path)).parent
         for folder in ("group_vars", "host_vars"):
             # Ansible would merge these into the hosts' variables; ignoring them would
@@ -106,70 +93,125 @@ def load_inventory(path: str | Path) -> Inventory:
                     f"{source}: plugin: {plugin!r} is not an inventory plugin distproc reads; it reads "
                     f"static YAML inventories and EC2 ones (plugin: {', '.join(sorted(PLUGIN_NAMES))})"
                 )
+            if problems:  # keys given twice in the EC2 file
+                raise InventoryError.listing(source, problems)
             # Imported here: the EC2 module imports this one.
             from .ec2 import load_ec2_inventory
 
             return load_ec2_inventory(path, data)
-        raw_hosts = read_groups(data, source)
+        raw_hosts, problems = read_groups_collecting(data, source, problems)
         memo: dict[int, object] = {}
-        hosts = tuple(build_host(raw, source, base_dir, memo) for raw in raw_hosts)
+        hosts = []
+        shared: dict[str, list[str]] = {}  # a problem -> the hosts that have it
+        for raw in raw_hosts:
+            host, found = check_host(raw, base_dir, memo)
+            for problem in found:
+                shared.setdefault(problem, []).append(raw.name)
+            if host is not None:
+                hosts.append(host)
+        problems.extend(Violation(_hosts_named(names), problem) for problem, names in shared.items())
     except RecursionError as exc:
         # PyYAML recurses once per nesting level; a hostile file can exhaust the stack.
         raise InventoryError(f"{source}: nested too deeply to read") from exc
-    return Inventory(path=path, hosts=hosts)
+    if problems:
+        raise InventoryError.listing(source, problems)
+    return Inventory(path=path, hosts=tuple(hosts))
 
 
-def build_host(raw: RawHost, source: str, base_dir: Path, memo: dict[int, object], owner: str | None = None) -> Host:
-    """A checked Host from a host's merged variables; errors name ``owner`` (default ``host NAME``)."""
-    v = _Variables(raw, source, base_dir, owner or f"host {raw.name}")
+def _hosts_named(names: list[str]) -> str:
+    if len(names) == 1:
+        return f"host {names[0]}"
+    shown = ", ".join(names[:_SHOWN_HOSTS])
+    more = len(names) - _SHOWN_HOSTS
+    return f"hosts {shown} and {more} more" if more > 0 else f"hosts {shown}"
+
+
+def build_host(
+    raw: RawHost,
+    source: str,
+    base_dir: Path,
+    memo: dict[int, object],
+    owner: str | None = None,
+    found_types: Collection[str] = (),
+) -> Host:
+    """A checked Host from a host's merged variables; errors name ``source`` and ``owner`` (default ``host NAME``).
+
+    ``found_types`` are instance types read from the machine itself (an EC2
+    instance's own type), accepted as they are; any other must be one a job can ask for.
+    """
+    host, problems = check_host(raw, base_dir, memo, found_types)
+    if host is None:
+        where = owner or f"host {raw.name}"
+        raise InventoryError.listing(source, [Violation(where, problem) for problem in problems])
+    return host
+
+
+def check_host(
+    raw: RawHost, base_dir: Path, memo: dict[int, object], found_types: Collection[str] = ()
+) -> tuple[Host | None, list[str]]:
+    """A checked Host from a host's merged variables, or None and every problem they have."""
+    v = _Variables(raw, base_dir, found_types)
     v.refuse_unknown()
-    address = v.address("ansible_host", "ansible_ssh_host") or raw.name
-    connection = v.connection()
-    private = v.address("distproc_private_address")
+    address = v.read(v.address, "ansible_host", "ansible_ssh_host", default=None) or raw.name
+    connection: Connection = v.read(v.connection, default="ssh")
+    private = v.read(v.address, "distproc_private_address", default=None)
     if private is None:
         # 'localhost' means the coordinator itself, but an --add-host entry needs an IP.
         local_self = connection == "local" and address.lower() in _LOOPBACK_NAMES
         private = "127.0.0.1" if local_self else address
-    interpreter = v.text("ansible_python_interpreter")
+    interpreter = v.read(v.text, "ansible_python_interpreter", default=None)
     if interpreter in _DISCOVERY:
         interpreter = None
-    return Host(
+    host = Host(
         name=raw.name,
         address=address,
-        port=v.port(),
-        user=v.text("ansible_user", "ansible_ssh_user"),
-        key_file=v.local_path("ansible_ssh_private_key_file", "ansible_private_key_file"),
+        port=v.read(v.port, default=DEFAULT_PORT),
+        user=v.read(v.text, "ansible_user", "ansible_ssh_user", default=None),
+        key_file=v.read(v.local_path, "ansible_ssh_private_key_file", "ansible_private_key_file", default=None),
         connection=connection,
-        instance_type=v.instance_types(),
-        gpus=v.gpus(),
-        gpu_mode=v.gpu_mode(),
-        docker_command=v.docker_command(),
-        docker_host=v.docker_host(),
-        work_dir=v.work_dir(),
+        instance_type=v.read(v.instance_types, default=()),
+        gpus=v.read(v.gpus, default=0),
+        gpu_mode=v.read(v.gpu_mode, default="gpus"),
+        docker_command=v.read(v.docker_command, default=DEFAULT_DOCKER_COMMAND),
+        docker_host=v.read(v.docker_host, default=None),
+        work_dir=v.read(v.work_dir, default=DEFAULT_WORK_DIR),
         private_address=private,
-        python=interpreter or v.text("distproc_python") or DEFAULT_PYTHON,
-        known_hosts=v.local_path("distproc_known_hosts"),
-        s3_endpoint_url=v.text("distproc_s3_endpoint_url"),
-        aws_region=v.text("distproc_aws_region"),
-        memory_limit_bytes=v.memory_limit(),
+        python=interpreter or v.read(v.text, "distproc_python", default=None) or DEFAULT_PYTHON,
+        known_hosts=v.read(v.local_path, "distproc_known_hosts", default=None),
+        s3_endpoint_url=v.read(v.text, "distproc_s3_endpoint_url", default=None),
+        aws_region=v.read(v.text, "distproc_aws_region", default=None),
+        memory_limit_bytes=v.read(v.memory_limit, default=None),
         groups=raw.groups,
         vars=_freeze_mapping(raw.vars, memo),
     )
+    return (None, v.problems) if v.problems else (host, [])
+
+
+class _Refused(Exception):
+    """One variable's problem, said without its host (the caller knows which)."""
 
 
 class _Variables:
-    """Typed reads of one host's merged variables, each failure naming file, host and variable."""
+    """Typed reads of one host's merged variables, each problem naming the variable."""
 
-    def __init__(self, raw: RawHost, source: str, base_dir: Path, owner: str) -> None:
+    def __init__(self, raw: RawHost, base_dir: Path, found_types: Collection[str]) -> None:
         self.raw = raw
-        self.source = source
         self.base_dir = base_dir
-        self.owner = owner
+        self.found_types = found_types
+        self.problems: list[str] = []
+
+    def read(self, method: Callable[..., _T], *names: str, default: _T) -> _T:
+        """``method(*names)``, or ``default`` with the problem noted: every variable is checked."""
+        try:
+            return method(*names)
+        except _Refused as refused:
+            self.problems.append(str(refused))
+            return default
 
     def fail(self, name: str, rule: str, value: object) -> NoReturn:
         shown = repr(value)
         shown = shown if len(shown) <= 80 else shown[:77] + "..."
-        raise InventoryError(f"{self.source}: {self.owner}: {name} {rule} (got {shown})")
+        raise _Refused(f"{name} {rule} (got {shown})")
 
     def get(self, name: str, alias: str | None = None) -> tuple[str, Any]:
         """The variable's value (None when unset), and which name it came from."""
@@ -177,23 +219,18 @@ class _Variables:
         if alias is not None:
             other = self.raw.vars.get(alias)
             if value is not None and other is not None and other != value:
-                raise InventoryError(
-                    f"{self.source}: {self.owner}: {name} ({value!r}) and its older "
-                    f"name {alias} ({other!r}) disagree; set only {name}"
-                )
+                raise _Refused(f"{name} ({value!r}) and its older name {alias} ({other!r}) disagree; set only {name}")
             if value is None and other is not None:
                 return alias, other
         return name, value
 
     def refuse_unknown(self) -> None:
+        # A static file's names were checked where they are written; this catches
+        # those an EC2 file's compose gives.
         for name in self.raw.vars:
-            if name.startswith("distproc_") and name not in KNOWN_DISTPROC_VARIABLES:
-                close = difflib.get_close_matches(name, KNOWN_DISTPROC_VARIABLES, n=1)
-                hint = f"; did you mean {close[0]}?" if close else ""
-                raise InventoryError(
-                    f"{self.source}: {self.owner}: {name} is not a variable distproc "
-                    f"knows{hint} (known: {', '.join(sorted(KNOWN_DISTPROC_VARIABLES))})"
-                )
+            refusal = unknown_variable(name)
+            if refusal is not None:
+                self.problems.append(refusal)
 
     def text(self, name: str, alias: str | None = None) -> str | None:
         name, value = self.get(name, alias)
@@ -246,6 +283,16 @@ class _Variables:
         rule = "must be an instance type like ml.m5.xlarge, or a list of them"
         if not isinstance(items, list) or not all(_is_word(item) for item in items):
             self.fail("distproc_instance_type", rule, value)
+        known = processing_instance_types()
+        for item in items:
+            if item not in known and item not in self.found_types:
+                # Refused here rather than when a job asks: the job would be told its
+                # own, valid type has no hosts, and the hint would point at the typo.
+                close = closest(item, known)
+                hint = f"; did you mean {close}?" if close else ""
+                self.problems.append(
+                    f"distproc_instance_type: {item} is not an instance type a processing job can ask for{hint}"
+                )
         return tuple(dict.fromkeys(str(item) for item in items))
 
     def gpus(self) -> Gpus:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Sequence
 
 from ..errors import InventoryError
+from ..spec.instance_types import closest
 from ._model import Host, Inventory
 
 #: Names shown per list in a selection error; the count is always exact.
@@ -66,9 +66,9 @@ def _shortage(inventory: Inventory, instance_type: str, count: int, matching: li
         message += f" (other types: {'; '.join(parts)})"
     elif untyped:
         message += f" ({parts[0]})"
-    close = difflib.get_close_matches(instance_type, others, n=1)
+    close = closest(instance_type, others)
     if not matching and close:
-        message += f"; did you mean {close[0]}?"
+        message += f"; did you mean {close}?"
     if untyped:
         message += "; a host without distproc_instance_type serves no job"
     return message

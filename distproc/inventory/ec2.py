@@ -18,7 +18,7 @@ instances are taken, and hosts are ordered by name (numbers by value), so
 Reading one::
 
     inventory = load_inventory("inventory/ec2.aws_ec2.yml")  # dispatches here
-    hosts = select_hosts(inventory, "ml.p4d.24xlarge", 2)
+    hosts = select_hosts(inventory, "ml.p3.16xlarge", 2)
 """
 
 from __future__ import annotations
@@ -168,7 +168,11 @@ def build_hosts(
             )
         variables = _variables(config, instance, region, owner)
         raw = RawHost(name, (GROUP,), variables)
-        hosts[name] = (instance_id, build_host(raw, config.source, base_dir, memo, owner=owner))
+        # ml. + the instance's own EC2 type is a fact, not a typo: kept even where
+        # SageMaker Processing has no such type (no job can ask for it then).
+        from_ec2 = config.instance_type_from is not None and config.instance_type_from.kind == "attribute"
+        found = (f"ml.{instance.get('InstanceType')}",) if from_ec2 else ()
+        hosts[name] = (instance_id, build_host(raw, config.source, base_dir, memo, owner=owner, found_types=found))
     return tuple(hosts[name][1] for name in sorted(hosts, key=_natural))
 
 

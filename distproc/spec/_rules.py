@@ -10,7 +10,9 @@ refuses for now live in ``_unsupported``.
 from __future__ import annotations
 
 import copy
+import json
 import posixpath
+import unicodedata
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -18,6 +20,12 @@ from urllib.parse import unquote, urlsplit
 from ..errors import Violation
 
 LOCAL_PATH_PREFIX = "/opt/ml/processing/"
+
+# InputName and OutputName are plain strings in the model (SageMaker only uses
+# them as labels), but distproc makes files and folders of them: uploaded-<name>.json
+# on the hosts, data/<job>/output/<name>/ in the job store. One file name on Linux
+# is at most 255 bytes; 200 leaves room for what is put around the name.
+MAX_CHANNEL_NAME_BYTES = 200
 
 # Machines you own need no IAM role, and bring their own disks.
 RELAXED: dict[str, frozenset[str]] = {
@@ -37,6 +45,10 @@ DEFAULTS: dict[str, dict[str, object]] = {
         "S3CompressionType": "None",
     },
     "ProcessingS3Output": {"S3UploadMode": "EndOfJob"},
+    # SageMaker's own limit for a job whose request has no StoppingCondition (one
+    # day): DescribeProcessingJob and processingjobconfig.json then show it, and
+    # the agents enforce it, so no job runs forever (docs/job-spec.md).
+    "CreateProcessingJobRequest": {"StoppingCondition": {"MaxRuntimeInSeconds": 86400}},
 }
 
 # Optional in the model only because of features distproc refuses
@@ -115,6 +127,38 @@ def file_uri_problem(uri: str) -> str | None:
     return None
 
 
+def path_name_problems(name: str) -> list[str]:
+    """Why ``name`` cannot be one file or folder name; empty if it can.
+
+    "a..b" is fine: only "." and ".." as the whole name lead elsewhere.
+
+    >>> path_name_problems("../x")
+    ['must not contain "/" (got "../x")']
+    """
+    if not name:
+        return ["must not be empty"]
+    problems = []
+    if name in (".", ".."):
+        problems.append(f'must not be "." or ".." (got "{name}")')
+    if "/" in name:
+        problems.append(f'must not contain "/" (got {show(name)})')
+    for category, rule in (("Cc", "must not contain control characters"), ("Cs", "must be valid Unicode text")):
+        # Cc: NUL, newline, tab, escape...; Cs: a lone surrogate (JSON allows "\ud800"), which has no UTF-8.
+        bad = next((i for i, c in enumerate(name) if unicodedata.category(c) == category), None)
+        if bad is not None:
+            problems.append(f"{rule} (U+{ord(name[bad]):04X} at position {bad})")
+    size = len(name.encode("utf-8", "surrogatepass"))
+    if size > MAX_CHANNEL_NAME_BYTES:
+        problems.append(f"must be at most {MAX_CHANNEL_NAME_BYTES} bytes in UTF-8 (got {size})")
+    return problems
+
+
+def show(value: str, limit: int = 60) -> str:
+    """A string quoted for a message, cut short if long."""
+    shown = value if len(value) <= limit else value[:limit] + "..."
+    return json.dumps(shown, ensure_ascii=False)
+
+
 def _get(doc: object, *keys: str) -> object:
     for key in keys:
         if not isinstance(doc, dict) or key not in doc:
@@ -162,6 +206,7 @@ def check(doc: dict[Any, Any]) -> list[Violation]:
         name = channel.get(_NAME[kind])
         if isinstance(name, str):
             name_path = f"{path}.{_NAME[kind]}"
+            out.extend(Violation(name_path, p) for p in path_name_problems(name))
             first = seen_names.setdefault((kind, name), name_path)
             if first != name_path:
                 out.append(Violation(name_path, f"must be unique among {kind}s ({first} has it)"))
@@ -227,6 +272,8 @@ def warnings_for(request: dict[str, Any]) -> tuple[str, ...]:
 def with_defaults(request: dict[str, Any]) -> dict[str, Any]:
     """A deep copy of a valid request with every SDK default filled in."""
     filled = copy.deepcopy(request)
+    for member, value in DEFAULTS["CreateProcessingJobRequest"].items():
+        filled.setdefault(member, copy.deepcopy(value))
     cluster = filled["ProcessingResources"]["ClusterConfig"]
     for member, value in DEFAULTS["ProcessingClusterConfig"].items():
         cluster.setdefault(member, value)

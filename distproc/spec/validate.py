@@ -21,8 +21,10 @@ from datetime import datetime
 from ..errors import Violation
 from . import _rules, _schema, _unsupported
 from ._pattern import compile_pattern
+from ._rules import show
+from .instance_types import closest
 
-__all__ = ["ROOT_PATH", "json_type", "validate_request"]
+__all__ = ["ROOT_PATH", "json_type", "validate_request", "validate_value"]
 
 ROOT_PATH = "(document)"
 """Path used for a violation about the document as a whole."""
@@ -45,6 +47,19 @@ def validate_request(doc: object) -> list[Violation]:
     return out
 
 
+def validate_value(shape: str, value: object, path: str) -> list[Violation]:
+    """Every way one value breaks the schema's rules for its shape, reported at ``path``.
+
+    For values checked before a request exists (the SDK's ``job_name``).
+
+    >>> [str(v) for v in validate_value("ProcessingJobName", "../x", "job_name")]  # doctest: +ELLIPSIS
+    ['job_name: must be letters, digits and hyphens, ... (got "../x")']
+    """
+    out: _Out = []
+    _walk(shape, value, path, out)
+    return out
+
+
 def json_type(value: object) -> str:
     """The JSON name of a value's type, for messages."""
     if value is None:
@@ -62,12 +77,6 @@ def json_type(value: object) -> str:
     if isinstance(value, dict):
         return "object"
     return type(value).__name__
-
-
-def show(value: str, limit: int = 60) -> str:
-    """A string quoted for a message, cut short if long."""
-    shown = value if len(value) <= limit else value[:limit] + "..."
-    return json.dumps(shown, ensure_ascii=False)
 
 
 def _plural(count: int, noun: str) -> str:
@@ -170,8 +179,9 @@ def _string(name: str, shape: _schema.Shape, value: object, path: str, out: _Out
 def _enum_rule(name: str, allowed: list[str], value: str) -> str:
     if len(allowed) <= 12:
         return f"must be one of {', '.join(sorted(allowed))} (got {show(value)})"
-    close = difflib.get_close_matches(value, allowed, n=1)
-    hint = f"; did you mean {close[0]}?" if close else ""
+    # Only ProcessingInstanceType is this long; its hint is shared with the inventory's check.
+    close = closest(value, allowed)
+    hint = f"; did you mean {close}?" if close else ""
     return f"must be a known {name} (got {show(value)}{hint})"
 
 

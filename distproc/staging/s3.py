@@ -17,6 +17,7 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
+from .._bounded import read_bounded
 from ..agent.s3 import parse_s3_uri
 from ..errors import StagingError
 from ..plan import SourceFile
@@ -110,13 +111,26 @@ def list_prefix(client: Any, uri: str) -> list[SourceFile]:
     return found
 
 
+#: The most bytes a ManifestFile may have: about half a million entries of
+#: ~100 bytes, each then looked up with a HEAD request. The cap keeps a wrong
+#: object named as the manifest (a data file of gigabytes) from being read
+#: whole into memory here.
+MAX_MANIFEST_BYTES = 64 << 20
+
+
 def read_manifest(client: Any, uri: str, workers: int = 16) -> list[SourceFile]:
     """A ManifestFile: [{"prefix": "s3://bucket/p/"}, "suffix", ...]; each entry's size is looked up."""
     bucket, key = _location(uri, uri)
     try:
-        body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        stream = client.get_object(Bucket=bucket, Key=key)["Body"]
+        try:
+            body = read_bounded(stream, MAX_MANIFEST_BYTES)
+        finally:
+            stream.close()
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
         raise _fail(exc, f"reading manifest {uri}") from exc
+    if len(body) > MAX_MANIFEST_BYTES:
+        raise StagingError(f"manifest {uri} is larger than {MAX_MANIFEST_BYTES} bytes, the most a manifest may be")
     try:
         doc = json.loads(body)
     except ValueError as exc:

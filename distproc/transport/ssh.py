@@ -33,6 +33,9 @@ from .base import Channel, CommandResult, Transport, cancel_quietly, collect_tai
 # Both are OpenSSH defaults; the rest of asyncssh's list follows, so a server
 # without AES-GCM still gets chacha20-poly1305.
 PREFERRED_CIPHERS = "^aes128-gcm@openssh.com,aes256-gcm@openssh.com"
+# Unanswered keepalives before a connection counts as dead. asyncssh drops it at
+# the keepalive after this many unanswered, so 3 to 4 intervals after the last packet.
+KEEPALIVE_COUNT_MAX = 3
 
 
 @functools.lru_cache(maxsize=8)
@@ -93,8 +96,10 @@ class SSHTarget:
     known_hosts: str | None
     connect_timeout: float = 15.0
     attempts: int = 3
-    #: Seconds between keepalives; four unanswered ones drop the connection, so a
-    #: host whose network is cut is noticed even while nothing else is sent.
+    #: Seconds between keepalives, sent after this long without a packet from the
+    #: host; three unanswered ones drop the connection, so a host whose network is
+    #: cut is noticed 3 to 4 intervals after it was last heard, even while nothing
+    #: else is sent (at the coordinator's window/8, within half the reconnect window).
     keepalive_interval: float = 15.0
 
 
@@ -180,7 +185,7 @@ class SSHTransport(Transport):
                 "port": t.port,
                 "connect_timeout": t.connect_timeout,
                 "keepalive_interval": t.keepalive_interval,
-                "keepalive_count_max": 4,
+                "keepalive_count_max": KEEPALIVE_COUNT_MAX,
                 # Never forward the user's agent to hosts that run other people's images.
                 "agent_forwarding": False,
             }
