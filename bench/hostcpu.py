@@ -94,7 +94,7 @@ def busy_seconds() -> float:
 
 
 def start_costs(tmp: Path, runs: int = 20) -> dict[str, float]:
-    from distproc.bundle import agent_bundle
+    from distproc.hosts.agentbundle import agent_bundle
 
     agent = tmp / "agent"
     zipfile.ZipFile(io.BytesIO(agent_bundle().data)).extractall(agent)

@@ -85,7 +85,7 @@ def contestants() -> tuple[dict[str, list[str]], list[str]]:
 def make_home(home: Path) -> None:
     """A store holding one Completed job with one host, for list and describe."""
     sys.path.insert(0, str(ROOT))
-    from distproc.store import Store
+    from distproc.store.db import Store
 
     store = Store(home)
     request = json.loads(JOB.read_text())

@@ -22,7 +22,6 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .coordinator import JobRunner, RunOptions
     from .errors import (
         AgentError,
         ConnectionError_,
@@ -38,8 +37,9 @@ if TYPE_CHECKING:
         Violation,
     )
     from .inventory import Host, Inventory, load_inventory, select_hosts
-    from .outcome import JobOutcome, JobStatus
-    from .processing import (
+    from .run.outcome import JobOutcome, JobStatus
+    from .run.runner import JobRunner, RunOptions
+    from .sdk.processing import (
         JobHandle,
         ProcessingInput,
         ProcessingOutput,
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
         UnexpectedStatusError,
     )
     from .spec import ProcessingJob, load_job, parse_job
-    from .store import Store
+    from .store.db import Store
 
 __version__ = "0.1.0"
 
@@ -106,20 +106,20 @@ _HOME = {
     "Inventory": "inventory",
     "load_inventory": "inventory",
     "select_hosts": "inventory",
-    "JobRunner": "coordinator",
-    "RunOptions": "coordinator",
-    "JobOutcome": "outcome",
-    "JobStatus": "outcome",
-    "JobHandle": "processing",
-    "ProcessingInput": "processing",
-    "ProcessingOutput": "processing",
-    "Processor": "processing",
-    "ScriptProcessor": "processing",
-    "UnexpectedStatusError": "processing",
+    "JobRunner": "run.runner",
+    "RunOptions": "run.runner",
+    "JobOutcome": "run.outcome",
+    "JobStatus": "run.outcome",
+    "JobHandle": "sdk.processing",
+    "ProcessingInput": "sdk.processing",
+    "ProcessingOutput": "sdk.processing",
+    "Processor": "sdk.processing",
+    "ScriptProcessor": "sdk.processing",
+    "UnexpectedStatusError": "sdk.processing",
     "ProcessingJob": "spec",
     "load_job": "spec",
     "parse_job": "spec",
-    "Store": "store",
+    "Store": "store.db",
 }
 
 

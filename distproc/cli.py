@@ -253,7 +253,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _store(args: argparse.Namespace) -> Any:
-    from .store import Store
+    from .store.db import Store
 
     return Store(args.home)
 
@@ -339,8 +339,8 @@ def _problems_document(args: argparse.Namespace, exc: SpecError | InventoryError
 def cmd_run(args: argparse.Namespace) -> int:
     import asyncio
 
-    from .coordinator import JobRunner, RunOptions
-    from .logconfig import configure
+    from .run.runner import JobRunner, RunOptions
+    from .ui.logconfig import configure
 
     job, hosts = _load(args)
     if args.assume_role and args.aws_credentials != "forward":
@@ -419,8 +419,8 @@ def _live_view(args: argparse.Namespace) -> Any:
     """The live per-host view when both output streams are one terminal; else None (plain lines)."""
     if args.no_live or args.json or args.log_format != "console" or not (sys.stdout.isatty() and sys.stderr.isatty()):
         return None
-    from .liveview import LiveView
-    from .logconfig import configure
+    from .ui.liveview import LiveView
+    from .ui.logconfig import configure
 
     view = LiveView(sys.stdout)
     # distproc's own messages scroll above the view too, or they would tear it.
@@ -439,8 +439,8 @@ async def _tick(view: Any) -> None:
 def cmd_attach(args: argparse.Namespace) -> int:
     import asyncio
 
-    from .attach import attach
-    from .coordinator import RunOptions
+    from .run.attach import attach
+    from .run.runner import RunOptions
 
     store = _store(args)
     options = RunOptions(console=None if args.quiet else sys.stdout)
@@ -457,9 +457,9 @@ def cmd_attach(args: argparse.Namespace) -> int:
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
-    from .attach import coordinator_alive
-    from .timeline import job_timeline
-    from .views import describe_text, timeline_text
+    from .run.attach import coordinator_alive
+    from .store.timeline import job_timeline
+    from .store.views import describe_text, timeline_text
 
     store = _store(args)
     job = store.get_job(args.name)
@@ -480,15 +480,15 @@ def cmd_describe(args: argparse.Namespace) -> int:
 
 def _describe_json(store: Any, name: str) -> str:
     """The DescribeProcessingJob document of `describe --json` and `run --json`."""
-    from .timeline import job_timeline
-    from .views import describe_document
+    from .store.timeline import job_timeline
+    from .store.views import describe_document
 
     job = store.get_job(name)
     return json.dumps(describe_document(job, job_timeline(store.events(name)), store.metrics(name)), indent=2)
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
-    from .metrics import to_csv
+    from .store.metrics import to_csv
 
     store = _store(args)
     store.get_job(args.name)  # an unknown job is an error, not an empty listing
@@ -503,7 +503,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 def cmd_hosts_check(args: argparse.Namespace) -> int:
     import asyncio
 
-    from .hostcheck import Limits, check_hosts, report_document, report_table
+    from .hosts.check import Limits, check_hosts, report_document, report_table
     from .inventory import load_inventory
 
     inventory = load_inventory(args.inventory)
@@ -521,9 +521,9 @@ def cmd_hosts_check(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import render_report
-    from .timeline import job_timeline
-    from .views import report_document
+    from .store.timeline import job_timeline
+    from .store.views import report_document
+    from .ui.report import render_report
 
     store = _store(args)
     job = store.get_job(args.name)
@@ -538,7 +538,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from .views import list_text, summary_document
+    from .store.views import list_text, summary_document
 
     jobs = _store(args).list_jobs(limit=args.limit, status=args.status)
     if args.json:
@@ -551,7 +551,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_stop(args: argparse.Namespace) -> int:
     import asyncio
 
-    from .control import stop_job
+    from .run.control import stop_job
 
     report = asyncio.run(stop_job(_store(args), args.name))
     failed = False
@@ -563,7 +563,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    from .control import print_logs
+    from .run.control import print_logs
 
     try:
         print_logs(_store(args), args.name, args.host, args.follow, sys.stdout)
@@ -577,7 +577,7 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "logs", True):
         # Commands that log nothing (validate, list, describe: logs=False) skip structlog,
         # a tenth of their start-up; the import test keeps them free of it.
-        from .logconfig import configure
+        from .ui.logconfig import configure
 
         configure(args.log_format, args.verbose)
     try:

@@ -152,7 +152,7 @@ class UnsafePathError(DistprocError):
     """A name from a job would make a path outside the folder it belongs in.
 
     Validation refuses such names first; this is the guard where the path is
-    built (distproc.safepath), so a bypassed or missed check cannot write
+    built (distproc.userfiles), so a bypassed or missed check cannot write
     outside the job store.
     """
 

@@ -12,8 +12,8 @@ from pathlib import PurePosixPath
 from typing import Any, TypeVar
 
 from .inventory import Host
-from .safepath import inside
 from .spec import ProcessingInput, ProcessingJob, processing_job_config
+from .userfiles import inside
 
 T = TypeVar("T")
 

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from distproc._bounded import read_bounded
 from distproc.errors import SHOWN_VIOLATIONS, SpecError, Violation
 from distproc.spec import load_job
 from distproc.spec._parse import MAX_JOB_BYTES
+from distproc.userfiles import read_bounded
 
 REPO = Path(__file__).resolve().parents[1]
 CAP_TEXT = f"larger than {MAX_JOB_BYTES} bytes (1 MiB)"

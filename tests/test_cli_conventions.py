@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from distproc import cli
-from distproc.store import Store
+from distproc.store.db import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 JOB = ROOT / "examples" / "hello" / "job.json"
@@ -72,7 +72,7 @@ def test_light_commands_import_neither_ssh_nor_aws(tmp_path: Path, argv: list[st
     """--help, validate, list and describe load neither asyncssh nor boto3 (a third of a second of CPU
     at every start), so each answers about as fast as Python starts. bench/startup.py has the figures."""
     store = Store(tmp_path / "home")
-    # InProgress: describe asks whether its coordinator lives (distproc.attach), the path that
+    # InProgress: describe asks whether its coordinator lives (distproc.run.attach), the path that
     # once imported the coordinator.
     store.create_job("started", "arn:started", json.loads(JOB.read_text()), str(LOCAL_INVENTORY))
     store.close()
@@ -91,7 +91,7 @@ def test_the_package_loads_its_public_names_on_first_use(tmp_path: Path) -> None
         " set(distproc.__all__) <= set(dir(distproc)))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
-    assert done.stdout.split() == ["False", "True", "distproc.coordinator", "distproc.store", "True", "True"]
+    assert done.stdout.split() == ["False", "True", "distproc.run.runner", "distproc.store.db", "True", "True"]
     with pytest.raises(ImportError, match="NoSuchName"):
         exec("from distproc import NoSuchName", {})
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from distproc.bundle import agent_bundle
+from distproc.hosts.agentbundle import agent_bundle
 from tests.cluster import Cluster
 
 pytestmark = pytest.mark.cluster

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from distproc.store import Store
+from distproc.store.db import Store
 from tests.cluster import Cluster
 from tests.test_e2e import Env, env, job_doc, wait_until  # noqa: F401 - env is a fixture
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from distproc.hostcheck import ClockReading, HostReport, Limits, assess, clock_reading, report_table
+from distproc.hosts.check import ClockReading, HostReport, Limits, assess, clock_reading, report_table
 from distproc.inventory import Host
 
 HOST = Host(name="h1", address="10.0.0.2")

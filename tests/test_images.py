@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from distproc.images import prune_saved, saved_name
+from distproc.hosts.images import prune_saved, saved_name
 
 ID = "sha256:" + "ab" * 32
 

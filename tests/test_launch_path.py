@@ -20,8 +20,8 @@ import pytest
 
 from distproc.agent import hostcheck
 from distproc.agent.task import DockerAccess
-from distproc.coordinator import raise_open_file_limit
-from distproc.store import COALESCE_SECONDS, Store
+from distproc.run.runner import raise_open_file_limit
+from distproc.store.db import COALESCE_SECONDS, Store
 
 REQUEST = {"ProcessingJobName": "j1", "AppSpecification": {"ImageUri": "img"}}
 
@@ -232,7 +232,7 @@ def test_hosts_of_one_inventory_share_prepared_ssh_options(tmp_path: Path) -> No
     """Key file and known_hosts are read once for all hosts that name them, again only when they change."""
     import asyncssh
 
-    from distproc.transport.ssh import SSHTarget, SSHTransport, _known_hosts
+    from distproc.hosts.transport.ssh import SSHTarget, SSHTransport, _known_hosts
 
     key = asyncssh.generate_private_key("ssh-ed25519")
     key.write_private_key(str(tmp_path / "id"))
@@ -253,7 +253,7 @@ def test_hosts_of_one_inventory_share_prepared_ssh_options(tmp_path: Path) -> No
 
 
 def test_liboqs_is_known_absent_only_when_neither_the_loader_cache_nor_the_library_path_has_it(tmp_path: Path) -> None:
-    from distproc.transport._liboqs import liboqs_may_be_present
+    from distproc.hosts.transport._liboqs import liboqs_may_be_present
 
     cache = tmp_path / "ld.so.cache"
     cache.write_bytes(b"glibc-ld.so.cache1.1\0libz.so.1\0/usr/lib/libz.so.1\0")
@@ -271,7 +271,7 @@ def test_the_quick_liboqs_lookup_answers_only_for_liboqs_and_only_while_asyncssh
     """asyncssh's import asks find_library for liboqs; without it there, no gcc/ld is run."""
     import ctypes.util
 
-    from distproc.transport._liboqs import liboqs_may_be_present, quick_liboqs_lookup
+    from distproc.hosts.transport._liboqs import liboqs_may_be_present, quick_liboqs_lookup
 
     original = ctypes.util.find_library
     libc = original("c")
@@ -295,7 +295,7 @@ def test_the_agents_claim_path_leaves_out_the_modules_it_does_not_need(tmp_path:
     import io
     import zipfile
 
-    from distproc.bundle import agent_bundle
+    from distproc.hosts.agentbundle import agent_bundle
 
     agent = tmp_path / "agent"
     zipfile.ZipFile(io.BytesIO(agent_bundle().data)).extractall(agent)

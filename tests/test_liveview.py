@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from distproc.liveview import LiveView, human_bytes, render_rows
+from distproc.ui.liveview import LiveView, human_bytes, render_rows
 from tests.cluster import Cluster
 from tests.test_e2e import Env, env, job_doc, wait_until  # noqa: F401 - env is a fixture
 

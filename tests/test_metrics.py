@@ -21,7 +21,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from distproc import metrics as coord
 from distproc.agent import gpu
 from distproc.agent import metrics as agent_metrics
 from distproc.agent.metrics import (
@@ -32,6 +31,7 @@ from distproc.agent.metrics import (
     parse_proc_stat,
     read_samples,
 )
+from distproc.store import metrics as coord
 
 PROC_STAT = """\
 cpu  4705 356 584 3699176 23060 0 277 10 7 3

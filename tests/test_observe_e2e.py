@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from distproc.timeline import PHASE_NAMES
+from distproc.store.timeline import PHASE_NAMES
 from tests.cluster import Cluster
 from tests.test_e2e import Env, env, file_input, file_output, job_doc, py  # noqa: F401 - env is a fixture
 from tests.test_report import Elements, run_chromium

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from distproc.outcome import HostCause, HostOutcome, JobStatus, aggregate, cut, exit_message, name_ranges, say_once
+from distproc.run.outcome import HostCause, HostOutcome, JobStatus, aggregate, cut, exit_message, name_ranges, say_once
 
 
 def host(algo: str, status: str = "Completed", code: int | None = 0, ended: float = 1.0, **kw: object) -> HostOutcome:

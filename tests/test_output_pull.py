@@ -17,9 +17,9 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from distproc.bundle import agent_bundle
-from distproc.hostsession import HostSession
-from distproc.transport import LocalTransport
+from distproc.hosts.agentbundle import agent_bundle
+from distproc.hosts.session import HostSession
+from distproc.hosts.transport import LocalTransport
 
 HOSTS = 8
 

@@ -14,14 +14,14 @@ from typing import Any
 import pytest
 
 from distproc import ProcessingInput, ProcessingOutput, Processor, ScriptProcessor, Store
-from distproc._sdk_request import output_request, plan_code
 from distproc.agent import staging as agent_staging
 from distproc.agent.task import JobDir, OutputSpec, TaskError, parse_task
 from distproc.errors import SpecError, UnsafePathError, Violation
 from distproc.inventory import Host
 from distproc.plan import job_dir
-from distproc.safepath import inside
+from distproc.sdk.request import output_request, plan_code
 from distproc.spec import parse_job
+from distproc.userfiles import inside
 
 XL = "ml.m5.xlarge"
 

@@ -1,4 +1,4 @@
-"""distproc.processing: the SageMaker SDK's Processor API, building the same job document the CLI runs.
+"""distproc.sdk.processing: the SageMaker SDK's Processor API, building the same job document the CLI runs.
 
 Unit tests need no cluster; the tests marked ``cluster`` run real jobs on the
 namespace cluster (run them under /tmp/distproc-cluster.lock, see the brief).
@@ -26,7 +26,7 @@ from distproc import (
     UnexpectedStatusError,
     load_job,
 )
-from distproc._sdk_request import CodePlan, name_from_base, ship_code
+from distproc.sdk.request import CodePlan, name_from_base, ship_code
 from tests.test_e2e import PY, Env, env, running_everywhere, wait_until  # noqa: F401 - env is a fixture
 
 XL = "ml.m5.xlarge"

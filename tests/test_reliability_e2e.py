@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from distproc.store import Store
+from distproc.store.db import Store
 from tests.cluster import Cluster
 from tests.test_e2e import Env, env, file_output, job_doc, py, running_everywhere, wait_until  # noqa: F401
 

@@ -10,7 +10,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-from distproc.report import PHASES, render_report
+from distproc.ui.report import PHASES, render_report
 
 T0 = 1_700_000_000.0
 GiB = 1024**3

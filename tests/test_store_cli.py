@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from distproc.bundle import agent_bundle
 from distproc.errors import JobExistsError, JobNotFoundError
-from distproc.store import Store
-from distproc.views import describe_document, summary_document
+from distproc.hosts.agentbundle import agent_bundle
+from distproc.store.db import Store
+from distproc.store.views import describe_document, summary_document
 
 REQUEST = {"ProcessingJobName": "j1", "AppSpecification": {"ImageUri": "img"}, "RoleArn": "arn:x"}
 

@@ -2,7 +2,7 @@
 
 boto3 and botocore are imported inside the functions: the agent itself is
 standard library only, and the coordinator ships these libraries (see
-distproc/depsbundle.py) only to jobs that use S3. parse_s3_uri is pure and
+distproc/hosts/depsbundle.py) only to jobs that use S3. parse_s3_uri is pure and
 shared with the coordinator.
 """
 

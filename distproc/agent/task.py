@@ -189,7 +189,7 @@ def is_plain_name(name: object) -> bool:
 def inside(folder: str, name: str) -> str:
     """``folder/name``, refused (TaskError) unless ``name`` is one plain file name that stays in ``folder``.
 
-    The agent's copy of distproc.safepath (the agent imports nothing from
+    The agent's copy of distproc.userfiles (the agent imports nothing from
     distproc): names from the job (an OutputName) become file names here.
     """
     if not is_plain_name(name):

@@ -7,8 +7,8 @@ import os
 import sys
 from typing import Any
 
-from .._bounded import read_bounded
 from ..errors import SpecError, Violation
+from ..userfiles import read_bounded
 from . import _rules
 from .model import AppSpecification, ClusterConfig, ProcessingInput, ProcessingJob, ProcessingOutput
 from .validate import validate_request

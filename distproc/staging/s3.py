@@ -17,11 +17,11 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
-from .._bounded import read_bounded
 from ..agent.s3 import parse_s3_uri
 from ..errors import StagingError
 from ..plan import SourceFile
 from ..spec import ProcessingInput
+from ..userfiles import read_bounded
 
 # Faults of the job (its bucket, keys or credentials), as opposed to the platform's.
 _CLIENT_CODES = {

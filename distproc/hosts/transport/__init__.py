@@ -11,7 +11,7 @@ from .local import LocalTransport
 from .ssh import SSHTarget, SSHTransport
 
 if TYPE_CHECKING:
-    from ..inventory import Host
+    from ...inventory import Host
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ import os
 import signal
 from collections.abc import Sequence
 
-from ..errors import ConnectionError_
+from ...errors import ConnectionError_
 from .base import Channel, CommandResult, Transport, cancel_quietly, collect_tail
 
 

@@ -1,4 +1,4 @@
-"""From SageMaker-SDK-style arguments to the CreateProcessingJob request (for distproc.processing).
+"""From SageMaker-SDK-style arguments to the CreateProcessingJob request (for distproc.sdk.processing).
 
 What the SDK's ``_normalize_args`` and ``ProcessingJob._get_process_args`` do,
 with the job store in the place of S3:
@@ -33,11 +33,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from .errors import SpecError, StagingError, Violation
-from .safepath import inside
-from .spec._rules import path_name_problems
-from .spec.validate import validate_value
-from .staging.local_files import list_prefix
+from ..errors import SpecError, StagingError, Violation
+from ..spec._rules import path_name_problems
+from ..spec.validate import validate_value
+from ..staging.local_files import list_prefix
+from ..userfiles import inside
 
 MAX_NAME_LENGTH = 63
 REFUSED_JOB_FOLDER = "_refused-job-name"

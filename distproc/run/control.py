@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 from typing import IO
 
-from .bundle import agent_bundle
-from .errors import DistprocError, SpecError, Violation
-from .hostsession import HostSession
-from .store import HostRecord, JobRecord, Store
-from .transport import Endpoint, transport_for
+from ..errors import DistprocError, SpecError, Violation
+from ..hosts.agentbundle import agent_bundle
+from ..hosts.session import HostSession
+from ..hosts.transport import Endpoint, transport_for
+from ..store.db import HostRecord, JobRecord, Store
 
 STOP_BY_REQUEST = "stopped by request (distproc stop)"
 

@@ -24,7 +24,7 @@ from ._liboqs import quick_liboqs_lookup
 with quick_liboqs_lookup():
     import asyncssh
 
-from ..errors import ConnectionError_, HostKeyError
+from ...errors import ConnectionError_, HostKeyError
 from .base import Channel, CommandResult, Transport, cancel_quietly, collect_tail
 
 # asyncssh offers chacha20-poly1305 first, and computes it with four calls into

@@ -6,8 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from .db import JobRecord
 from .metrics import summarize
-from .store import JobRecord
 from .timeline import PHASE_NAMES, Phase, timeline_document
 
 #: algo-K -> (the agent's GPU note, metric samples), as Store.metrics gives it.

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import AgentError, RemoteCommandError
+from ...errors import AgentError, RemoteCommandError
 
 STDERR_TAIL = 8192
 

@@ -21,27 +21,27 @@ from typing import IO, TYPE_CHECKING, Any, Protocol
 
 import structlog
 
-from ._endofjob import EndOfJob
-from ._hoststate import HostClaim, HostState
-from ._watching import Watching
-from .agent.ecr import ecr_registry
-from .bundle import AgentBundle, agent_bundle
-from .console import OutputSink
-from .depsbundle import deps_bundle
-from .errors import AgentError, DistprocError, ImageError, StagingError
-from .hostsession import FollowPosition, HostSession
-from .images import SavedImage, forget_saved, local_image_id, saved_image
-from .inventory import Host
+from ..agent.ecr import ecr_registry
+from ..errors import AgentError, DistprocError, ImageError, StagingError
+from ..hosts.agentbundle import AgentBundle, agent_bundle
+from ..hosts.depsbundle import deps_bundle
+from ..hosts.images import SavedImage, forget_saved, local_image_id, saved_image
+from ..hosts.session import FollowPosition, HostSession
+from ..hosts.transport import Endpoint, transport_for
+from ..inventory import Host
+from ..plan import DEFAULT_STOP_GRACE_SECONDS, HostAssignment, JobPlan, SourceFile, build_plan, host_task
+from ..spec import ProcessingJob, job_arn
+from ..staging import is_s3_uri
+from ..staging.local_files import file_uri_path, list_prefix
+from ..store.db import JobRecord, Store
+from ..ui.console import OutputSink
+from .endofjob import EndOfJob
+from .hoststate import HostClaim, HostState
 from .outcome import FailureClass, HostCause, HostOutcome, JobOutcome, JobStatus, aggregate, cut, say_once
-from .plan import DEFAULT_STOP_GRACE_SECONDS, HostAssignment, JobPlan, SourceFile, build_plan, host_task
-from .spec import ProcessingJob, job_arn
-from .staging import is_s3_uri
-from .staging.local_files import file_uri_path, list_prefix
-from .store import JobRecord, Store
-from .transport import Endpoint, transport_for
+from .watch import Watching
 
 if TYPE_CHECKING:
-    from .staging.s3 import S3Settings
+    from ..staging.s3 import S3Settings
 
 log = structlog.get_logger("distproc")
 
@@ -124,7 +124,7 @@ def raise_open_file_limit() -> None:
 
 def s3_staging() -> Any:
     """distproc.staging.s3, imported on first use: it loads boto3, which jobs without S3 never need."""
-    from .staging import s3
+    from ..staging import s3
 
     return s3
 
@@ -262,7 +262,7 @@ class JobRunner(Watching):
         return any(is_s3_uri(i.uri) for i in self.job.inputs) or any(is_s3_uri(o.uri) for o in self.job.outputs)
 
     def _coordinator_s3(self) -> S3Settings:
-        from .staging.s3 import S3Settings
+        from ..staging.s3 import S3Settings
 
         first = self.hosts[0] if self.hosts else None
         return S3Settings(

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .bundle import INSTALL_SCRIPT, PROBE_SCRIPT, AgentBundle
+from ..errors import AgentError, ConnectionError_, DistprocError, StagingError
+from ..plan import SourceFile
+from ..staging.local_files import extract_output, tar_stream
+from .agentbundle import INSTALL_SCRIPT, PROBE_SCRIPT, AgentBundle
 from .depsbundle import INSTALL_DEPS_SCRIPT, DepsBundle
-from .errors import AgentError, ConnectionError_, DistprocError, StagingError
-from .plan import SourceFile
-from .staging.local_files import extract_output, tar_stream
 from .transport import Transport
 from .transport.base import Channel, CommandResult, parse_json_reply
 

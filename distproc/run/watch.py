@@ -1,6 +1,6 @@
 """Following the hosts of a running job: launch, follow each to its result, react to failures.
 
-Part of JobRunner (coordinator.py), kept apart for size: it reads and sets
+Part of JobRunner (runner.py), kept apart for size: it reads and sets
 the runner's state declared below. Each launched host is followed over its
 agent's channel; a connection that drops is retried within the reconnect
 window, after which the host is lost and the job fails naming it.
@@ -12,15 +12,15 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
-from ._hoststate import HostState, within
-from .console import OutputSink
-from .errors import ConnectionError_, DistprocError
+from ..errors import ConnectionError_, DistprocError
+from ..spec import ProcessingJob
+from ..store.db import Store
+from ..ui.console import OutputSink
+from .hoststate import HostState, within
 from .outcome import FailureClass, HostOutcome
-from .spec import ProcessingJob
-from .store import Store
 
 if TYPE_CHECKING:
-    from .coordinator import RunOptions
+    from .runner import RunOptions
 
 
 class Watching:

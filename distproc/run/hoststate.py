@@ -7,12 +7,12 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from .errors import ConnectionError_
-from .hostsession import FollowPosition, HostSession
-from .inventory import Host
+from ..errors import ConnectionError_
+from ..hosts.session import FollowPosition, HostSession
+from ..hosts.transport import Transport
+from ..inventory import Host
+from ..plan import HostAssignment
 from .outcome import HostOutcome
-from .plan import HostAssignment
-from .transport import Transport
 
 T = TypeVar("T")
 

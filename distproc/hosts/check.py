@@ -17,11 +17,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .bundle import agent_bundle
+from ..errors import DistprocError
+from ..inventory import Host
+from .agentbundle import agent_bundle
 from .depsbundle import deps_bundle
-from .errors import DistprocError
-from .hostsession import HostSession
-from .inventory import Host
+from .session import HostSession
 from .transport import transport_for
 
 

@@ -12,16 +12,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._hoststate import HostState, within
-from .errors import DistprocError, StagingError
+from ..errors import DistprocError, StagingError
+from ..spec import ProcessingJob
+from ..staging import is_s3_uri
+from ..staging.local_files import file_uri_path
+from ..store.db import Store
+from .hoststate import HostState, within
 from .outcome import FailureClass, HostOutcome
-from .spec import ProcessingJob
-from .staging import is_s3_uri
-from .staging.local_files import file_uri_path
-from .store import Store
 
 if TYPE_CHECKING:
-    from .coordinator import RunOptions
+    from .runner import RunOptions
 
 
 class EndOfJob:

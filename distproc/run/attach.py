@@ -12,15 +12,15 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import SpecError, Violation
-from .spec import parse_job
-from .store import JobRecord, Store
+from ..errors import SpecError, Violation
+from ..spec import parse_job
+from ..store.db import JobRecord, Store
 
 if TYPE_CHECKING:
     # Loaded by attach() only: `distproc describe` asks coordinator_alive() and
     # must not pay for the coordinator (asyncssh, boto3) to do so.
-    from .coordinator import JobRunner, RunOptions
     from .outcome import JobOutcome
+    from .runner import JobRunner, RunOptions
 
 
 def coordinator_alive(pid: int | None) -> bool:
@@ -54,7 +54,7 @@ def check_attachable(job: JobRecord) -> None:
 
 
 async def attach(store: Store, name: str, options: RunOptions) -> tuple[JobRunner, JobOutcome]:
-    from .coordinator import JobRunner
+    from .runner import JobRunner
 
     job = store.get_job(name)
     check_attachable(job)

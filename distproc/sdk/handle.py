@@ -11,15 +11,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .control import print_logs, stop_job
-from .coordinator import JobRunner, RunOptions
-from .errors import DistprocError, UnexpectedStatusError
-from .inventory import Host
-from .outcome import JobOutcome, JobStatus
-from .spec import ProcessingJob
-from .store import Store
-from .timeline import job_timeline
-from .views import describe_document
+from ..errors import DistprocError, UnexpectedStatusError
+from ..inventory import Host
+from ..run.control import print_logs, stop_job
+from ..run.outcome import JobOutcome, JobStatus
+from ..run.runner import JobRunner, RunOptions
+from ..spec import ProcessingJob
+from ..store.db import Store
+from ..store.timeline import job_timeline
+from ..store.views import describe_document
 
 T = TypeVar("T")
 STOP_REASON = "stopped by request (JobHandle.stop)"

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import JobExistsError, JobNotFoundError, StoreError
-from .safepath import inside
+from ..errors import JobExistsError, JobNotFoundError, StoreError
+from ..userfiles import inside
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (

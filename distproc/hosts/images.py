@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ImageError
+from ..errors import ImageError
 
 #: Saved images kept for later runs (each as large as its image).
 KEEP_SAVED = 2

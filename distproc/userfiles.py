@@ -1,20 +1,59 @@
-"""Paths built from names a job gives (job, input and output names): kept in their folder.
+"""A user's files: read with a size cap, and named only inside their folder.
 
-Validation (distproc.spec) refuses such a name when it is not a plain file
-name. This is the second line, where a name becomes a path: a name that got
-past validation (a bug, a caller of a lower layer, a record written by an
-older version) still cannot lead a write outside the job store.
+Two rules for anything a user supplies as a file or a name:
+
+- A job or inventory file is small; what is named as one may not be
+  (/dev/zero, a log, a FIFO that never ends). Reading it whole first would
+  spend memory and time on it before saying it is wrong, so callers read at
+  most one byte past their cap (``read_bounded``) and refuse the file if that
+  byte is there.
+- Names a job gives (job, input and output names) become paths. Validation
+  (distproc.spec) refuses a name that is not a plain file name; ``inside`` is
+  the second line, where a name becomes a path: a name that got past
+  validation (a bug, a caller of a lower layer, a record written by an older
+  version) still cannot lead a write outside the job store.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path, PurePath
-from typing import TypeVar
+from typing import IO, TypeVar
 
 from .errors import UnsafePathError
 
-__all__ = ["inside"]
+__all__ = ["inside", "read_bounded"]
+
+_CHUNK = 1 << 16
+
+
+def read_bounded(source: str | os.PathLike[str] | IO[bytes], limit: int) -> bytes:
+    """At most ``limit + 1`` bytes of a file, or of an open binary stream (``sys.stdin.buffer``).
+
+    More than ``limit`` bytes back means the source is larger than ``limit``:
+    the caller refuses it, naming the file and the cap. OSError (missing,
+    unreadable, a folder) is the caller's to report too.
+
+    >>> len(read_bounded("/dev/zero", 10))
+    11
+    """
+    if isinstance(source, (str, os.PathLike)):
+        with open(source, "rb") as stream:
+            return _read(stream, limit + 1)
+    return _read(source, limit + 1)
+
+
+def _read(stream: IO[bytes], wanted: int) -> bytes:
+    # A loop, as a pipe or an unbuffered stream may give less than asked at a time.
+    chunks = []
+    while wanted > 0:
+        chunk = stream.read(min(wanted, _CHUNK))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        wanted -= len(chunk)
+    return b"".join(chunks)
+
 
 P = TypeVar("P", bound=PurePath)
 

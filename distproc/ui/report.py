@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ._svg import PALETTE, Bar, Series, bytes_figure, color, esc, figure, gantt, legend
+from .svg import PALETTE, Bar, Series, bytes_figure, color, esc, figure, gantt, legend
 
 __all__ = ["PHASES", "render_report"]
 

@@ -12,8 +12,8 @@ Moving SDK code to distproc is changing the import and naming the hosts:
     'Completed'
 
 A run builds the CreateProcessingJob request (``request()`` returns it; see
-_sdk_request.py), checks it with :func:`distproc.spec.parse_job` and runs it with
-the same :class:`~distproc.coordinator.JobRunner` as ``distproc run``, in a
+request.py), checks it with :func:`distproc.spec.parse_job` and runs it with
+the same :class:`~distproc.run.runner.JobRunner` as ``distproc run``, in a
 thread of this process: this process is the job's coordinator, so it must
 outlive the job (see :class:`JobHandle`). See docs/python-api.md.
 """
@@ -27,15 +27,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import _sdk_request as paths
-from ._jobhandle import JobHandle, _with_store
-from ._sdk_request import PathArg, ProcessingInput, ProcessingOutput, as_list, without_none
-from .coordinator import RunOptions
-from .errors import JobExistsError, JobNotFoundError, SpecError, UnexpectedStatusError, Violation
-from .inventory import Inventory, load_inventory, select_hosts
-from .plan import DEFAULT_STOP_GRACE_SECONDS
-from .spec import ProcessingJob, parse_job
-from .store import Store, default_home
+from ..errors import JobExistsError, JobNotFoundError, SpecError, UnexpectedStatusError, Violation
+from ..inventory import Inventory, load_inventory, select_hosts
+from ..plan import DEFAULT_STOP_GRACE_SECONDS
+from ..run.runner import RunOptions
+from ..spec import ProcessingJob, parse_job
+from ..store.db import Store, default_home
+from . import request as paths
+from .handle import JobHandle, _with_store
+from .request import PathArg, ProcessingInput, ProcessingOutput, as_list, without_none
 
 __all__ = [
     "JobHandle",
