@@ -1,6 +1,6 @@
 """Every benchmark in docs/benchmarks.md, one after the other, with one command:
 
-    sudo .venv/bin/python -m bench            # about 35 minutes on a 2-core machine
+    .venv/bin/python -m bench            # about 35 minutes on a 2-core machine
 
 Each script builds the namespace test cluster it needs (bench.startup needs
 none), installs the tool it is compared with (aws CLI, pdsh) if missing, prints

@@ -1,6 +1,6 @@
 """Where a host's CPU goes: distproc against pdsh and ssh, counted on the host itself.
 
-    sudo .venv/bin/python -m bench.hostcpu [--repeats 8] [--hosts 64]
+    .venv/bin/python -m bench.hostcpu [--repeats 8] [--hosts 64]
 
 Builds the namespace test cluster, then:
 
@@ -41,7 +41,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.launch import Bench, ensure_pdsh  # noqa: E402
-from tests.cluster import ClusterConfig, _pids_in_netns, running_cluster  # noqa: E402
+from tests.cluster import ClusterConfig, running_cluster  # noqa: E402
+from tests.cluster.hygiene import _pids_in_netns  # noqa: E402
 
 SETTLE_SECONDS = 1.5
 

@@ -1,8 +1,8 @@
 """Load: one distproc job across many hosts, and every host's outcome accounted for.
 
-    sudo .venv/bin/python -m bench.load [--hosts 32] [--timeout 600] [--json FILE]
+    .venv/bin/python -m bench.load [--hosts 32] [--timeout 600] [--json FILE]
 
-Builds the namespace test cluster (tests/cluster.py) with --hosts hosts (3..240),
+Builds the namespace test cluster (tests/cluster/) with --hosts hosts (3..240),
 then runs ONE job of InstanceCount = hosts, image `distproc-test:py`, through
 `distproc run --quiet --no-live` (metrics sampling on, as by default). Each
 container reads its `current_host` from /opt/ml/config/resourceconfig.json,

@@ -1,8 +1,8 @@
 """Staging rate: distproc against `aws s3 sync`, same endpoint, same host, one run.
 
-    sudo .venv/bin/python -m bench.staging [--repeats 3] [--small 2000] [--large 4] [--large-mib 64]
+    .venv/bin/python -m bench.staging [--repeats 3] [--small 2000] [--large 4] [--large-mib 64]
 
-Builds the namespace test cluster (tests/cluster.py) and a real S3 endpoint
+Builds the namespace test cluster (tests/cluster/) and a real S3 endpoint
 (moto's server) on its bridge, uploads two datasets (many small objects, a
 few large ones), then, pair by pair, stages each dataset to host h1 with
 distproc (a one-host job whose container does nothing) and with `aws s3 sync`
