@@ -37,8 +37,9 @@ if TYPE_CHECKING:
         Violation,
     )
     from .inventory import Host, Inventory, load_inventory, select_hosts
+    from .run.options import RunOptions
     from .run.outcome import JobOutcome, JobStatus
-    from .run.runner import JobRunner, RunOptions
+    from .run.runner import JobRunner
     from .sdk.processing import (
         JobHandle,
         ProcessingInput,
@@ -107,7 +108,7 @@ _HOME = {
     "load_inventory": "inventory",
     "select_hosts": "inventory",
     "JobRunner": "run.runner",
-    "RunOptions": "run.runner",
+    "RunOptions": "run.options",
     "JobOutcome": "run.outcome",
     "JobStatus": "run.outcome",
     "JobHandle": "sdk.processing",

@@ -339,7 +339,8 @@ def _problems_document(args: argparse.Namespace, exc: SpecError | InventoryError
 def cmd_run(args: argparse.Namespace) -> int:
     import asyncio
 
-    from .run.runner import JobRunner, RunOptions
+    from .run.options import RunOptions
+    from .run.runner import JobRunner
     from .ui.logconfig import configure
 
     job, hosts = _load(args)
@@ -440,7 +441,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
     import asyncio
 
     from .run.attach import attach
-    from .run.runner import RunOptions
+    from .run.options import RunOptions
 
     store = _store(args)
     options = RunOptions(console=None if args.quiet else sys.stdout)

@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any, TypeVar
 
+from .agent.protocol import DockerAccess, HostTask, OutputSpec
 from .inventory import Host
 from .spec import ProcessingInput, ProcessingJob, processing_job_config
 from .userfiles import inside
 
 T = TypeVar("T")
 
-TASK_VERSION = 1  # must equal distproc.agent.task.TASK_VERSION
 DEFAULT_STOP_GRACE_SECONDS = 10.0
 
 
@@ -126,8 +126,10 @@ def host_task(
     stop_grace_seconds: float = DEFAULT_STOP_GRACE_SECONDS,
     s3: dict[str, Any] | None = None,
     deps_dir: str | None = None,
-) -> dict[str, Any]:
-    """The task document the agent on this host runs.
+    metrics_interval_seconds: float = 5.0,
+    orphan_timeout_seconds: float = 0.0,
+) -> HostTask:
+    """The task the agent on this host runs (agent/protocol.py; `to_doc()` is what travels).
 
     `s3` (region, endpoint_url, forwarded credentials) is why the document
     is written 0600 and removed at cleanup.
@@ -135,29 +137,27 @@ def host_task(
     job = plan.job
     host = assignment.host
     local_paths = [i.local_path for i in job.inputs] + [o.local_path for o in job.outputs]
-    return {
-        "version": TASK_VERSION,
-        "job_name": job.name,
-        "algo": assignment.algo,
-        "hosts": list(plan.algos),
-        "add_hosts": [[a.algo, a.host.private_address or a.host.address] for a in plan.assignments],
-        "image": job.app.image_uri,
-        "entrypoint": list(job.app.entrypoint) if job.app.entrypoint else None,
-        "arguments": list(job.app.arguments) if job.app.arguments else None,
-        "environment": [[k, v] for k, v in job.environment],
-        "resource_config": resource_config(plan, assignment),
-        "processing_job_config": processing_job_config(job, plan.arn),
-        "local_paths": local_paths,
-        "docker": {"command": list(host.docker_command), "host": host.docker_host},
-        "gpus": host.gpus,
-        "gpu_mode": host.gpu_mode,
-        "memory_limit_bytes": host.memory_limit_bytes,
-        "max_runtime_seconds": job.max_runtime_seconds,
-        "stop_grace_seconds": stop_grace_seconds,
-        "outputs": [
-            {"name": o.name, "local_path": o.local_path, "uri": o.uri, "upload_mode": o.upload_mode}
-            for o in job.outputs
-        ],
-        "s3": s3,
-        "deps_dir": deps_dir,
-    }
+    return HostTask(
+        job_name=job.name,
+        algo=assignment.algo,
+        hosts=plan.algos,
+        add_hosts=tuple((a.algo, a.host.private_address or a.host.address) for a in plan.assignments),
+        image=job.app.image_uri,
+        entrypoint=tuple(job.app.entrypoint) if job.app.entrypoint else None,
+        arguments=tuple(job.app.arguments) if job.app.arguments else None,
+        environment=tuple((k, v) for k, v in job.environment),
+        resource_config=resource_config(plan, assignment),
+        processing_job_config=processing_job_config(job, plan.arn),
+        local_paths=tuple(local_paths),
+        docker=DockerAccess(tuple(host.docker_command), host.docker_host),
+        gpus=host.gpus,
+        gpu_mode=host.gpu_mode,
+        memory_limit_bytes=host.memory_limit_bytes,
+        max_runtime_seconds=job.max_runtime_seconds,
+        stop_grace_seconds=stop_grace_seconds,
+        outputs=tuple(OutputSpec(o.name, o.local_path, o.uri, o.upload_mode) for o in job.outputs),
+        s3=s3,
+        deps_dir=deps_dir,
+        metrics_interval_seconds=metrics_interval_seconds,
+        orphan_timeout_seconds=orphan_timeout_seconds,
+    )

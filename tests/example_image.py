@@ -30,20 +30,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.cluster import (
-    CONTENT_LABEL,
-    SUITE,
-    Cluster,
-    ClusterConfig,
-    ClusterError,
-    ClusterHost,
-    _cache_lock,
-    _dpkg_arch,
-    _sha,
-    _tail,
-    _unmount_all,
-    debian_mirror,
-)
+from tests.cluster import CONTENT_LABEL, SUITE, Cluster, ClusterConfig, ClusterError, ClusterHost, debian_mirror
+from tests.cluster.hygiene import _unmount_all
+from tests.cluster.images import _cache_lock, _dpkg_arch, _sha
+from tests.cluster.process import _tail
 
 SKLEARN_IMAGE = "distproc-example:sklearn"
 PACKAGES = ("python3", "python3-sklearn", "python3-pandas")

@@ -16,21 +16,11 @@ import subprocess
 import time
 from collections.abc import Iterator
 
-from tests.cluster import (
-    NETNS_PREFIX,
-    Cluster,
-    ClusterConfig,
-    _comm,
-    _DaemonStart,
-    _docker_ping,
-    _netns_path,
-    _pid_from_file,
-    _pids_in_netns,
-    _proc_state,
-    _reap,
-    _ssh_banner,
-    _tool,
-)
+from tests.cluster import NETNS_PREFIX, Cluster, ClusterConfig
+from tests.cluster.daemons import _DaemonStart
+from tests.cluster.hygiene import _pid_from_file, _pids_in_netns
+from tests.cluster.process import _comm, _docker_ping, _netns_path, _proc_state, _reap, _tool
+from tests.cluster.sshd import _ssh_banner
 
 SSHD_NAMES = frozenset({"sshd", "sshd-session", "sshd-auth"})
 

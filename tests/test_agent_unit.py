@@ -5,37 +5,13 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from distproc.agent.container import gpu_argv, run_argv
 from distproc.agent.files import extract_tar, pack_tree, read_message
 from distproc.agent.task import JobDir, TaskError, env_lines, parse_task
-
-
-def task_doc(**over: Any) -> dict[str, Any]:
-    doc: dict[str, Any] = {
-        "version": 1,
-        "job_name": "j1",
-        "algo": "algo-2",
-        "hosts": ["algo-1", "algo-2"],
-        "add_hosts": [["algo-1", "10.0.0.1"], ["algo-2", "10.0.0.2"]],
-        "image": "img:1",
-        "entrypoint": None,
-        "arguments": None,
-        "environment": [["A", "1"]],
-        "resource_config": {},
-        "processing_job_config": {},
-        "local_paths": ["/opt/ml/processing/in"],
-        "docker": {"command": ["docker"], "host": None},
-        "gpus": 0,
-        "gpu_mode": "gpus",
-        "max_runtime_seconds": None,
-        "stop_grace_seconds": 5,
-    }
-    doc.update(over)
-    return doc
+from tests.task_docs import task_doc
 
 
 def tail_after_image(argv: list[str]) -> list[str]:

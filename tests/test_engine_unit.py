@@ -1,5 +1,5 @@
 """The API engine's pure parts: the create body (what `docker run` would ask for) and the
-HTTP reader, against bytes on a real socket pair. The daemon itself: tests/test_engine.py."""
+HTTP reader, against bytes on a real socket pair. The daemon itself: tests/test_engine_dockerd.py."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 from distproc.agent.container import LABEL_ALGO, LABEL_JOB
 from distproc.agent.engine import CliEngine, _Response, create_body, docker_error_text, for_access
 from distproc.agent.task import DockerAccess, parse_task
-from tests.test_agent_unit import task_doc
+from tests.task_docs import task_doc
 
 
 def body(**over: Any) -> dict[str, Any]:

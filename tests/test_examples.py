@@ -33,8 +33,8 @@ import pytest
 
 from distproc import Processor
 from tests.cluster import Cluster
+from tests.cluster.jobs import PY, Env
 from tests.example_image import SKLEARN_IMAGE, ensure_sklearn_image
-from tests.test_e2e import PY, Env, env  # noqa: F401 - env is a fixture
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 SKLEARN = EXAMPLES / "sklearn-preprocessing"

@@ -19,8 +19,10 @@ from typing import Any
 import pytest
 
 from tests import faults
-from tests.cluster import NETNS_PREFIX, Cluster, _cmdline, _pids_in_netns
-from tests.test_e2e import Env, env, file_output, job_doc, running_everywhere, wait_until  # noqa: F401
+from tests.cluster import NETNS_PREFIX, Cluster
+from tests.cluster.hygiene import _pids_in_netns
+from tests.cluster.jobs import Env, file_output, job_doc, running_everywhere, wait_until
+from tests.cluster.process import _cmdline
 
 pytestmark = pytest.mark.cluster
 

@@ -18,7 +18,7 @@ import pytest
 
 from distproc.store.db import Store
 from tests.cluster import Cluster
-from tests.test_e2e import Env, env, job_doc, wait_until  # noqa: F401 - env is a fixture
+from tests.cluster.jobs import Env, job_doc, wait_until
 
 pytestmark = pytest.mark.cluster
 

@@ -25,6 +25,7 @@ from distproc.inventory import (
     Inventory,
     _document,
     _hosts,
+    _load,
     _model,
     _ranges,
     _select,
@@ -777,7 +778,7 @@ def test_ansible_sees_the_same_hosts_and_variables(example: Path | str, write: W
 def test_docstring_examples_hold(monkeypatch: pytest.MonkeyPatch) -> None:
     """The examples in the inventory package's docstrings run as written."""
     monkeypatch.chdir(REPO)
-    for module in (distproc.inventory, _hosts, _model, _ranges, _select):
+    for module in (distproc.inventory, _hosts, _load, _model, _ranges, _select):
         result = doctest.testmod(module)
         assert result.failed == 0, module.__name__
 

@@ -17,7 +17,7 @@ import pytest
 
 from distproc.ui.liveview import LiveView, human_bytes, render_rows
 from tests.cluster import Cluster
-from tests.test_e2e import Env, env, job_doc, wait_until  # noqa: F401 - env is a fixture
+from tests.cluster.jobs import Env, job_doc, wait_until
 
 
 def test_rows_show_phase_bytes_elapsed_and_exit_within_the_width() -> None:

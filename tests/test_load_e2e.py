@@ -13,7 +13,7 @@ import pytest
 
 from bench.load import check_load, expected_message, load_job
 from tests.cluster import Cluster
-from tests.test_e2e import Env, env  # noqa: F401
+from tests.cluster.jobs import Env
 
 pytestmark = pytest.mark.cluster
 

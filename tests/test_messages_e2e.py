@@ -24,7 +24,7 @@ import pytest
 
 from bench.load import run_timed
 from distproc.agent.files import MESSAGE_CHARS, read_message
-from tests.test_e2e import Env, env, job_doc  # noqa: F401
+from tests.cluster.jobs import Env, job_doc
 
 MESSAGE = "/opt/ml/output/message"
 MIB = 1024 * 1024

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from distproc.store.timeline import PHASE_NAMES
+from tests.browser import Elements, run_chromium
 from tests.cluster import Cluster
-from tests.test_e2e import Env, env, file_input, file_output, job_doc, py  # noqa: F401 - env is a fixture
-from tests.test_report import Elements, run_chromium
+from tests.cluster.jobs import Env, file_input, file_output, job_doc
 
 pytestmark = pytest.mark.cluster
 

@@ -73,7 +73,7 @@ def test_host_task_carries_the_contract() -> None:
     """The task names the host, lists every algo with its address, and carries both config documents."""
     job = make_job()
     plan = build_plan(job, job_arn(job.name), hosts(3), {"data": []})  # type: ignore[arg-type]
-    task = host_task(plan, plan.assignments[1], 4.0)
+    task = host_task(plan, plan.assignments[1], 4.0).to_doc()  # the document as it travels
     assert task["algo"] == "algo-2"
     assert task["add_hosts"] == [["algo-1", "10.0.0.1"], ["algo-2", "10.0.0.2"], ["algo-3", "10.0.0.3"]]
     assert task["resource_config"]["current_host"] == "algo-2"
@@ -96,7 +96,7 @@ def test_without_stopping_condition_hosts_enforce_sagemakers_one_day() -> None:
     job = parse_job(request)
     plan = build_plan(job, job_arn(job.name), hosts(2), {"data": []})
     for assignment in plan.assignments:
-        task = host_task(plan, assignment)
+        task = host_task(plan, assignment).to_doc()
         assert task["max_runtime_seconds"] == 86400
         assert task["processing_job_config"]["StoppingCondition"] == {"MaxRuntimeInSeconds": 86400}
     assert job.request_dict()["StoppingCondition"] == {"MaxRuntimeInSeconds": 86400}  # what describe echoes

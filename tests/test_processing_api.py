@@ -27,7 +27,7 @@ from distproc import (
     load_job,
 )
 from distproc.sdk.request import CodePlan, name_from_base, ship_code
-from tests.test_e2e import PY, Env, env, running_everywhere, wait_until  # noqa: F401 - env is a fixture
+from tests.cluster.jobs import PY, Env, running_everywhere, wait_until
 
 XL = "ml.m5.xlarge"
 ROLE = "arn:aws:iam::123456789012:role/prep"
@@ -134,6 +134,47 @@ def test_processors_take_the_sdks_parameters_in_its_order() -> None:
     defaults = positional(Processor.__init__)
     assert all(v is None for v in defaults.values())  # SDK: volume_size_in_gb=30, which hosts you own ignore
     assert inspect.signature(Processor.__init__).parameters["inventory"].kind is inspect.Parameter.KEYWORD_ONLY
+
+
+def test_script_processor_takes_processors_parameters_with_command_for_entrypoint(tmp_path: Path) -> None:
+    """One parameter list in two orders: same names, kinds, defaults and types, every one reaching the processor.
+
+    ScriptProcessor forwards what it was given to Processor by name, so a
+    parameter added to one and not the other fails here instead of being
+    quietly dropped or defaulted.
+    """
+    ours = dict(inspect.signature(Processor.__init__).parameters)
+    script = dict(inspect.signature(ScriptProcessor.__init__).parameters)
+    assert ours.pop("entrypoint").default is None and script.pop("command").default is None
+    assert sorted(script.values(), key=lambda p: p.name) == sorted(ours.values(), key=lambda p: p.name)
+    assert not any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in (*ours.values(), *script.values()))
+    given = {
+        "role": ROLE,
+        "volume_size_in_gb": 5,
+        "volume_kms_key": "k1",
+        "output_kms_key": "k2",
+        "max_runtime_in_seconds": 60,
+        "base_job_name": "prep",
+        "env": {"A": "1"},
+        "tags": [{"Key": "t", "Value": "v"}],
+        "network_config": {"EnableNetworkIsolation": True},
+        "aws_credentials": "forward",
+        "assume_role": True,
+        "s3_endpoint_url": "http://s3.local",
+        "stop_grace_seconds": 7.0,
+        "fan_out": 3,
+        "metrics_interval_seconds": 2.0,
+        "ship_image": True,
+    }
+    made = processor(tmp_path, ScriptProcessor, **given)
+    assert (made.command, made.entrypoint, made.image_uri, made.instance_count) == (["python3"], None, PY, 3)
+    sdk_given = {k: v for k, v in given.items() if k in SDK_PROCESSOR}
+    assert {k: getattr(made, k) for k in sdk_given} == sdk_given
+    options = made._options
+    assert (options.aws_credentials, options.assume_role) == ("forward", True)
+    assert options.s3_endpoint_url == "http://s3.local"
+    assert (options.stop_grace_seconds, options.fan_out, options.metrics_interval_seconds) == (7.0, 3, 2.0)
+    assert options.ship_image is True and options.home == tmp_path / "home"
 
 
 def test_ship_image_is_a_keyword_of_both_processors_and_reaches_the_run(tmp_path: Path) -> None:

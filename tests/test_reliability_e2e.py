@@ -11,7 +11,7 @@ import pytest
 
 from distproc.store.db import Store
 from tests.cluster import Cluster
-from tests.test_e2e import Env, env, file_output, job_doc, py, running_everywhere, wait_until  # noqa: F401
+from tests.cluster.jobs import Env, file_output, job_doc, py, running_everywhere, wait_until
 
 pytestmark = pytest.mark.cluster
 

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import re
-import shutil
 import struct
-import subprocess
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 from distproc.ui.report import PHASES, render_report
+from tests.browser import Elements, run_chromium
 
 T0 = 1_700_000_000.0
 GiB = 1024**3
@@ -86,28 +84,6 @@ def job(hosts: list[dict[str, Any]], **kw: Any) -> dict[str, Any]:
     return doc
 
 
-class Elements(HTMLParser):
-    """Every element's tag and attributes, and the page's visible text, from HTML or a dumped DOM."""
-
-    def __init__(self, html: str) -> None:
-        super().__init__()
-        self.elements: list[tuple[str, dict[str, str | None]]] = []
-        self.text: list[str] = []
-        self.feed(html)
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.elements.append((tag, dict(attrs)))
-
-    def handle_data(self, data: str) -> None:
-        self.text.append(data)
-
-    def with_class(self, cls: str) -> list[dict[str, str | None]]:
-        return [a for _, a in self.elements if cls in (a.get("class") or "").split()]
-
-    def ids(self) -> set[str]:
-        return {a["id"] for _, a in self.elements if a.get("id")}
-
-
 def test_user_text_is_escaped() -> None:
     """A job name, host name or message holding markup shows as text, never as a tag."""
     evil = "<script>alert(1)</script>"
@@ -180,29 +156,6 @@ def test_charts_have_titles_and_axis_labels() -> None:
         assert title in text
     for label in ("Seconds since job start", "CPU (%)", "Memory (GiB)", "Rate (MiB/s)", "Disk (GiB)"):
         assert label in text
-
-
-def chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert found, "chromium is not installed: apt-get install chromium fonts-dejavu-core (see .ci/run)"
-    return found
-
-
-def run_chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """Headless chromium with the network shut off, so a page that fetched anything would show it."""
-    cmd = [
-        chromium(),
-        "--headless=new",
-        "--no-sandbox",  # tests run as root, where chromium's sandbox refuses to start
-        "--disable-gpu",
-        "--disable-dev-shm-usage",  # containers often have a tiny /dev/shm
-        "--no-first-run",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        "--proxy-server=127.0.0.1:9",  # the discard port: every HTTP(S) fetch fails
-        "--host-resolver-rules=MAP * ~NOTFOUND",
-        *args,
-    ]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True)
 
 
 def test_browser_renders_the_report(tmp_path: Path) -> None:

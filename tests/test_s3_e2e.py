@@ -7,95 +7,16 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.cluster import Cluster
-from tests.s3server import MotoServer, start_moto_server
-from tests.test_e2e import Env, job_doc, wait_until
+from tests.cluster.jobs import S3Env, job_doc, s3_input, s3_output, wait_until
+from tests.s3server import start_moto_server
 
 pytestmark = pytest.mark.cluster
-
-TEST_CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
-
-
-@pytest.fixture(scope="module")
-def moto(cluster: Cluster) -> Iterator[MotoServer]:
-    server = start_moto_server(cluster.bridge_address)
-    yield server
-    server.stop()
-
-
-class S3Env(Env):
-    moto: MotoServer
-
-    def cli(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "distproc", *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env={**os.environ, **TEST_CREDENTIALS, "DISTPROC_HOME": str(self.home)},
-            check=False,
-        )
-
-    def start(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            [sys.executable, "-m", "distproc", *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, **TEST_CREDENTIALS, "DISTPROC_HOME": str(self.home)},
-        )
-
-    def run_job(self, doc: dict[str, Any], *extra: str) -> subprocess.CompletedProcess[str]:
-        return self.cli(
-            "run", "--inventory", str(self.inventory), "--aws-credentials", "forward", *extra, str(self.write_job(doc))
-        )
-
-
-@pytest.fixture
-def s3env(cluster: Cluster, moto: MotoServer, tmp_path: Path) -> Iterator[S3Env]:
-    data = tmp_path / "data"
-    data.mkdir()
-    extra = {
-        h.name: {"distproc_s3_endpoint_url": moto.endpoint_url, "distproc_aws_region": "us-east-1"}
-        for h in cluster.hosts
-    }
-    inventory = cluster.write_inventory(tmp_path / "inventory.yaml", extra_host_vars=extra)
-    e = S3Env(cluster, tmp_path / "home", data, inventory)
-    e.moto = moto
-    yield e
-    for host in cluster.hosts:
-        assert cluster.containers(host) == [], f"containers left on {host.name}"
-        lease = host.work_dir / "lease.json"
-        assert not lease.exists(), f"lease left on {host.name}: {lease.read_text() if lease.exists() else ''}"
-
-
-def s3_input(
-    name: str, uri: str, local: str, distribution: str = "FullyReplicated", data_type: str = "S3Prefix"
-) -> dict[str, Any]:
-    return {
-        "InputName": name,
-        "S3Input": {
-            "S3Uri": uri,
-            "LocalPath": local,
-            "S3DataType": data_type,
-            "S3InputMode": "File",
-            "S3DataDistributionType": distribution,
-        },
-    }
-
-
-def s3_output(name: str, uri: str, local: str, mode: str = "EndOfJob") -> dict[str, Any]:
-    return {"OutputName": name, "S3Output": {"S3Uri": uri, "LocalPath": local, "S3UploadMode": mode}}
 
 
 def keys(client: Any, bucket: str, prefix: str = "") -> list[str]:

@@ -180,3 +180,41 @@ def test_assume_role_needs_forwarding_and_a_role_arn(tmp_path: Path) -> None:
     assert alone.returncode == 2 and "--assume-role needs --aws-credentials forward" in alone.stderr
     no_role = run("--aws-credentials", "forward", "--assume-role")
     assert no_role.returncode == 2 and "RoleArn" in no_role.stderr and "Traceback" not in no_role.stderr
+
+
+# -- one classification of S3 errors on both sides --------------------------------------------
+
+
+def _client_error(code: str) -> Exception:
+    """botocore's own exception, as it raises it for an error answer with this code."""
+    from botocore.exceptions import ClientError
+
+    return ClientError({"Error": {"Code": code, "Message": f"{code} happened"}}, "GetObject")
+
+
+@pytest.mark.parametrize(
+    ("code", "jobs_fault"),
+    [
+        ("NoSuchKey", True),
+        ("AccessDenied", True),
+        ("403", True),
+        ("AllBucketsNotFound", True),  # the coordinator's copy had it, the agent's did not
+        ("InternalError", False),
+        ("SlowDown", False),
+        ("SizeMismatch", False),  # the agent's own code, never an S3 answer: not in the S3 set
+    ],
+)
+def test_the_coordinator_and_the_host_agree_whose_fault_an_s3_error_is(code: str, jobs_fault: bool) -> None:
+    """Listing (coordinator) and transfers (host) read one set of client codes, so one error is judged once.
+
+    The two copies had drifted: an AllBucketsNotFound answer was the job's fault
+    when the coordinator listed and the platform's when a host downloaded.
+    """
+    from distproc.agent.s3 import CLIENT_CODES, _error
+    from distproc.staging.s3 import _fail
+
+    on_host = _error(_client_error(code), "unit", "in/x")
+    on_coordinator = _fail(_client_error(code), "s3://unit/in/")
+    assert (on_host.client_error, on_coordinator.client_error) == (jobs_fault, jobs_fault)
+    assert (code in CLIENT_CODES) is jobs_fault
+    assert on_host.code == code and f"{code}: {code} happened" in str(on_coordinator)

@@ -15,9 +15,8 @@ from pathlib import Path
 import pytest
 
 from tests.cluster import Cluster
+from tests.cluster.jobs import TEST_CREDENTIALS, S3Env, job_doc, s3_input, wait_until
 from tests.s3server import MotoServer
-from tests.test_e2e import job_doc, wait_until
-from tests.test_s3_e2e import TEST_CREDENTIALS, S3Env, moto, s3_input, s3env  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.cluster
 

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import zipfile
+from dataclasses import fields
 from io import BytesIO
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 
 from distproc.errors import JobExistsError, JobNotFoundError
 from distproc.hosts.agentbundle import agent_bundle
-from distproc.store.db import Store
+from distproc.store.db import HostRecord, JobRecord, Store
 from distproc.store.views import describe_document, summary_document
 
 REQUEST = {"ProcessingJobName": "j1", "AppSpecification": {"ImageUri": "img"}, "RoleArn": "arn:x"}
@@ -54,6 +55,41 @@ def test_store_refuses_a_second_job_of_the_same_name(tmp_path: Path) -> None:
         store.create_job("j1", "arn", REQUEST, None)
     with pytest.raises(JobNotFoundError):
         store.get_job("nope")
+
+
+def test_every_column_reaches_its_record_and_back(tmp_path: Path) -> None:
+    """Job and host rows map to their records by one rule: each field is its column, JSON ones decoded.
+
+    A column added to a table without its field (or a field without its column)
+    fails here, not in some reader that meets a row missing a value.
+    """
+    store = Store(tmp_path)
+    for table, record, extra in (("jobs", JobRecord, {"hosts"}), ("hosts", HostRecord, set())):
+        columns = {r["name"] for r in store._db.execute(f"PRAGMA table_info({table})")}
+        assert columns - {"job"} == {f.name for f in fields(record)} - extra, table
+    store.create_job("j1", "arn:j1", REQUEST, "inv.yaml", ("w1", "w2"))
+    store.add_host("j1", "algo-1", "h1", {"address": "10.0.0.1", "port": 22}, "/w/jobs/j1/algo-1")
+    store.update_host(
+        "j1", "algo-1", status="Failed", exit_code=3, start_time=1.5, end_time=2.5, message="m", error="e"
+    )
+    job_fields = {"start_time": 1.0, "end_time": 3.0, "failure_reason": "f", "exit_message": "x", "stop_reason": "s"}
+    store.update_job("j1", status="Stopping", stop_requested="r", coordinator_pid=42, **job_fields)
+    job = Store(tmp_path).get_job("j1")
+    assert (job.name, job.arn, job.status, job.request, job.inventory) == (
+        "j1",
+        "arn:j1",
+        "Stopping",
+        REQUEST,
+        "inv.yaml",
+    )
+    assert job.warnings == ("w1", "w2") and (job.stop_requested, job.coordinator_pid) == ("r", 42)
+    assert {k: getattr(job, k) for k in job_fields} == job_fields
+    assert job.creation_time <= job.last_modified
+    assert job.hosts == (
+        HostRecord(
+            "algo-1", "h1", {"address": "10.0.0.1", "port": 22}, "/w/jobs/j1/algo-1", "Failed", 3, 1.5, 2.5, "m", "e"
+        ),
+    )
 
 
 def test_agent_bundle_is_deterministic_and_standalone() -> None:

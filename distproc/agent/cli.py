@@ -8,7 +8,6 @@ scrapes text. Failures print {"error": ...} and exit non-zero.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import shutil
@@ -18,30 +17,11 @@ from typing import Any, Dict, List, Optional
 from . import lease
 from .container import Docker, DockerError
 from .lines import StdinLines
-from .task import DockerAccess, JobDir, TaskError, parse_task
+from .protocol import CleanupRequest, FollowRequest, LaunchRequest, PrepareRequest, ProtocolError, parse_request
+from .task import DockerAccess, HostTask, JobDir, TaskError, parse_task
 
-
-class _OnFirstUse:
-    """A sibling module imported when first used: each call runs one verb, and
-    importing every module for every verb was most of a short call's time."""
-
-    def __init__(self, name: str) -> None:
-        self._name = name
-        self._module: Any = None
-
-    def __getattr__(self, attr: str) -> Any:
-        if self._module is None:
-            self._module = importlib.import_module("." + self._name, __package__)
-        return getattr(self._module, attr)
-
-
-files = _OnFirstUse("files")
-follow = _OnFirstUse("follow")
-hostcheck = _OnFirstUse("hostcheck")
-netif = _OnFirstUse("netif")
-runner = _OnFirstUse("runner")
-session = _OnFirstUse("session")
-staging = _OnFirstUse("staging")
+# Each call runs one verb, and importing every module for every verb was most of
+# a short call's time: a verb imports the sibling modules it needs where it needs them.
 
 MIN_PYTHON = (3, 9)
 # How often a launched job's waiting conversation looks whether its run was left unwatched.
@@ -60,16 +40,17 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     """Create the job folder from the task on stdin: configs, LocalPaths, 0600 task."""
-    return _prepare(JobDir(args.jobdir), sys.stdin.buffer.read(), args.launch)
-
-
-def _prepare(jobdir: JobDir, raw: bytes, launch: bool) -> int:
     try:
-        doc = json.loads(raw.decode("utf-8"))
-        task = parse_task(doc)
+        task = parse_task(json.loads(sys.stdin.buffer.read().decode("utf-8")))
     except (ValueError, TaskError) as exc:
         _print({"error": "bad task document: {}".format(exc)})
         return 2
+    return _prepare(JobDir(args.jobdir), task, args.launch)
+
+
+def _prepare(jobdir: JobDir, task: HostTask, launch: bool) -> int:
+    from . import files, hostcheck, netif, runner
+
     # Fail here, before any data is staged, if the job could not start anyway.
     docker = hostcheck.docker_answers(task.docker)
     if not docker["ok"]:
@@ -85,7 +66,7 @@ def _prepare(jobdir: JobDir, raw: bytes, launch: bool) -> int:
         shutil.rmtree(jobdir.root)
     os.makedirs(jobdir.root, mode=0o700)
     os.chmod(jobdir.root, 0o700)
-    files.write_atomic(jobdir.task, raw, 0o600)
+    files.write_atomic(jobdir.task, json.dumps(task.to_doc()).encode("utf-8"), 0o600)
     config = jobdir.host_path("/opt/ml/config")
     os.makedirs(config)
     resource_config = dict(task.resource_config)
@@ -108,10 +89,12 @@ def _prepare(jobdir: JobDir, raw: bytes, launch: bool) -> int:
 
 def cmd_untar(args: argparse.Namespace) -> int:
     """Unpack a tar stream from stdin under a container path of the job folder."""
+    from .files import extract_tar
+
     jobdir = JobDir(args.jobdir)
     dest = jobdir.host_path(args.path)
     try:
-        count, size = files.extract_tar(sys.stdin.buffer, dest)
+        count, size = extract_tar(sys.stdin.buffer, dest)
     except (ValueError, OSError) as exc:
         _print({"error": "cannot unpack into {}: {}".format(args.path, exc)})
         return 1
@@ -121,14 +104,18 @@ def cmd_untar(args: argparse.Namespace) -> int:
 
 def cmd_pack(args: argparse.Namespace) -> int:
     """Write every regular file under a container path of the job folder as tar."""
+    from .files import pack_tree
+
     jobdir = JobDir(args.jobdir)
-    files.pack_tree(jobdir.host_path(args.path), sys.stdout.buffer)
+    pack_tree(jobdir.host_path(args.path), sys.stdout.buffer)
     sys.stdout.buffer.flush()
     return 0
 
 
 def cmd_stage_s3(args: argparse.Namespace) -> int:
     """Download this host's S3 objects (the plan on stdin) under their LocalPaths."""
+    from . import staging
+
     jobdir = JobDir(args.jobdir)
     plan = json.loads(sys.stdin.buffer.read().decode("utf-8"))
     try:
@@ -142,6 +129,8 @@ def cmd_stage_s3(args: argparse.Namespace) -> int:
 
 def cmd_upload_s3(args: argparse.Namespace) -> int:
     """Upload the job's S3 outputs from this host."""
+    from . import staging
+
     jobdir = JobDir(args.jobdir)
     try:
         report = staging.upload_outputs(jobdir, jobdir.load_task())
@@ -207,41 +196,47 @@ def serve(lines: StdinLines, work_dir: str, job: str, renew_every: float) -> int
         if not line.strip():
             continue  # a ping that came after its follow ended
         try:
-            doc = json.loads(line.decode("utf-8"))
-            verb = str(doc.get("verb", "prepare"))
-        except (ValueError, AttributeError) as exc:
+            request = parse_request(json.loads(line.decode("utf-8")))
+        except ProtocolError as exc:
+            if exc.path.startswith("request.task"):
+                _print({"error": "bad task document: {}".format(exc)})
+                return 2
+            _print({"error": "bad request: {}".format(exc)})
+            if jobdir is None:
+                return 2
+            continue  # the conversation goes on: the coordinator has the error answer
+        except ValueError as exc:
             _print({"error": "bad request: {}".format(exc)})
             return 2
         if jobdir is None:
-            if verb != "prepare":
-                _print({"error": "{} before prepare".format(verb)})
+            if not isinstance(request, PrepareRequest):
+                _print({"error": "{} before prepare".format(request.to_doc()["verb"])})
                 return 2
-            try:
-                jobdir = JobDir(str(doc["jobdir"]))
-                task = json.dumps(doc["task"]).encode("utf-8")
-            except (KeyError, TypeError, ValueError) as exc:
-                _print({"error": "bad prepare document: {}".format(exc)})
-                return 2
-            launched = bool(doc.get("launch"))
-            status = _prepare(jobdir, task, launched)
+            jobdir = JobDir(request.jobdir)
+            launched = request.launch
+            status = _prepare(jobdir, request.task, launched)
             if status != 0:
                 return status
-        elif verb == "launch":
+        elif isinstance(request, LaunchRequest):
             answer = launch_job(jobdir)
             launched = launched or "pid" in answer
             _print(answer)
-        elif verb == "follow":
-            code = follow.follow(jobdir, int(doc.get("events_offset", 0)), int(doc.get("log_offset", 0)), lines=lines)
+        elif isinstance(request, FollowRequest):
+            from . import follow
+
+            code = follow.follow(jobdir, request.events_offset, request.log_offset, lines=lines)
             if code == follow.UNWATCHED:
                 return _end_unwatched()
-        elif verb == "cleanup":
+        elif isinstance(request, CleanupRequest):
             _print(cleanup_job(jobdir))
             return 0
         else:
-            _print({"error": "unknown request {!r}".format(verb)})
+            _print({"error": "{} again: the task is prepared already".format(request.to_doc()["verb"])})
 
 
 def _left_unwatched(jobdir: JobDir, lines: StdinLines) -> bool:
+    from . import follow
+
     return lines.silent_for() >= follow.PINGS_MISSED_SECONDS and bool(follow.orphaned(jobdir))
 
 
@@ -255,7 +250,9 @@ def _end_unwatched() -> int:
     hours later; ending the session drops the connection now (session.py).
     The run already cleaned up the job's data and gave the lease back.
     """
-    session.end_ssh_session()
+    from .session import end_ssh_session
+
+    end_ssh_session()
     return 0
 
 
@@ -266,6 +263,8 @@ def cmd_release(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Measure what this host offers (`distproc hosts check`)."""
+    from . import hostcheck
+
     access = DockerAccess(tuple(json.loads(args.docker)), args.docker_host or None)
     _print(hostcheck.check(access, args.work_dir, args.deps, args.gpus))
     return 0
@@ -299,6 +298,8 @@ def cmd_launch(args: argparse.Namespace) -> int:
 
 def launch_job(jobdir: JobDir) -> Dict[str, Any]:
     """Start the prepared task's run, detached; a run already going is reported, not doubled."""
+    from . import runner
+
     if not os.path.exists(jobdir.task):
         return {"error": "no task in {}: prepare it first".format(jobdir.root)}
     pid = runner.agent_pid(jobdir)
@@ -309,11 +310,15 @@ def launch_job(jobdir: JobDir) -> Dict[str, Any]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run in the foreground (for debugging on a host)."""
+    from . import runner
+
     _print(runner.run(JobDir(args.jobdir)))
     return 0
 
 
 def cmd_follow(args: argparse.Namespace) -> int:
+    from . import follow
+
     code = int(follow.follow(JobDir(args.jobdir), args.events_offset, args.log_offset, stdin=sys.stdin.buffer))
     if code == follow.UNWATCHED:
         return _end_unwatched()
@@ -321,11 +326,15 @@ def cmd_follow(args: argparse.Namespace) -> int:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
+    from . import runner
+
     _print(runner.request_stop(JobDir(args.jobdir), args.reason))
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from . import runner
+
     _print(runner.describe_state(JobDir(args.jobdir)))
     return 0
 
@@ -340,15 +349,17 @@ def cleanup_job(jobdir: JobDir) -> Dict[str, Any]:
 
     The answer carries the host's metric samples, which saves the coordinator a round trip.
     """
+    from .files import remove_paths
+
     try:
-        task: Optional[Any] = jobdir.load_task()
+        task: Optional[HostTask] = jobdir.load_task()
     except TaskError:
         task = None  # gone already: a host whose run nobody followed cleaned up itself (runner.py)
     if task is not None:
         from .engine import for_access
 
         for_access(task.docker).remove(task.container_name)
-    problems: List[str] = files.remove_paths(jobdir.data)
+    problems: List[str] = remove_paths(jobdir.data)
     if task is not None:
         lease.release(lease.work_dir_of(jobdir.root), task.job_name)
     from .metrics import read_samples

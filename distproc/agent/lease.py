@@ -17,6 +17,8 @@ import os
 import time
 from typing import Any, Dict, Optional
 
+from .pids import pid_alive
+
 DEFAULT_STALE_AFTER = 600.0
 
 
@@ -41,8 +43,6 @@ def _read(path: str) -> Optional[Dict[str, Any]]:
 
 
 def _agent_alive(work_dir: str, lease: Dict[str, Any]) -> bool:
-    from .runner import pid_alive  # late: runner imports this module
-
     jobs = os.path.join(work_dir, "jobs", str(lease.get("job", "")))
     try:
         algos = os.listdir(jobs)

@@ -21,6 +21,7 @@ from . import ecr, lease, staging
 from .container import DockerError
 from .engine import Engine, WaitOutcome, docker_error_text, for_access
 from .files import EventLog, now, read_json, read_message, remove_paths, write_atomic, write_json_atomic
+from .pids import pid_alive as pid_alive  # re-exported: cli and follow ask runner.pid_alive
 from .task import HostTask, JobDir, TaskError
 
 # How often the watch loop wakes to check for a stop request or the deadline.
@@ -28,16 +29,6 @@ WATCH_INTERVAL = 0.25
 LEASE_RENEW_SECONDS = 60.0
 # How long a Docker daemon that went away mid-run may take to answer again.
 DOCKER_RETURN_SECONDS = 60.0
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def agent_pid(jobdir: JobDir) -> Optional[int]:

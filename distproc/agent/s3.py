@@ -19,7 +19,9 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import unquote, urlparse
 
-# Faults of the job (bucket, keys, credentials), not of the platform.
+# S3 error codes that are faults of the job (its bucket, keys or credentials), not of
+# the platform: the one set, also read by the coordinator's staging/s3.py. The agent's
+# own codes (UnsafeKey, SizeMismatch) are classed where they are raised, not here.
 CLIENT_CODES = frozenset(
     {
         "NoSuchBucket",
@@ -29,8 +31,7 @@ CLIENT_CODES = frozenset(
         "SignatureDoesNotMatch",
         "ExpiredToken",
         "InvalidToken",
-        "UnsafeKey",
-        "SizeMismatch",
+        "AllBucketsNotFound",
         "404",
         "403",
         "InvalidBucketName",

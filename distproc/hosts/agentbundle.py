@@ -14,44 +14,16 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 
+from .install import install_script
+
 PACKAGE_IN_ZIP = "distproc_agent"
 _MAIN = f"import sys\nfrom {PACKAGE_IN_ZIP}.cli import main\nsys.exit(main())\n"
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 
-# Unpacks the zipapp from stdin into a folder and compiles it there with the
-# host's own python: run from a zip, every module would be compiled again at
-# every call (zipimport keeps no bytecode), which was most of each agent
-# call's time. Unpacked under a temporary name and renamed into place, so a
-# host whose work folder several hosts share never runs a half-written agent;
-# a lost race keeps the winner's copy.
-INSTALL_SCRIPT = """
-import compileall, io, os, shutil, sys, tempfile, zipfile
-path = sys.argv[1]
-folder = os.path.dirname(path)
-os.makedirs(folder, mode=0o755, exist_ok=True)
-tmp = tempfile.mkdtemp(prefix=".agent-", dir=folder)
-try:
-    with zipfile.ZipFile(io.BytesIO(sys.stdin.buffer.read())) as archive:
-        for name in archive.namelist():
-            if name.startswith("/") or ".." in name.split("/"):
-                raise SystemExit("refusing agent member %r" % name)
-        archive.extractall(tmp)
-    compileall.compile_dir(tmp, quiet=1)
-    for root, dirs, files in os.walk(tmp):
-        os.chmod(root, 0o755)
-        for name in files:
-            os.chmod(os.path.join(root, name), 0o644)
-    try:
-        os.rename(tmp, path)
-    except OSError:
-        if not os.path.isdir(path):
-            raise
-        shutil.rmtree(tmp)
-except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
-print('{"installed": true}')
-"""
+# Unpacked and compiled on the host: run from a zip, every module would be
+# compiled again at every call (zipimport keeps no bytecode), which was most of
+# each agent call's time.
+INSTALL_SCRIPT = install_script("zip", prefix=".agent-", compile_now=True)
 
 # Answers whether the bundle is present and which python runs, in one round trip.
 PROBE_SCRIPT = """

@@ -17,48 +17,13 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .install import install_script
+
 # Top-level packages (or modules) the agent's s3 module needs at run time.
 PACKAGES = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "urllib3", "six", "pynvml")
 KEEP_SERVICES = ("s3", "sts")
 
-# Unpacks the tar on stdin into a temporary folder beside the target and
-# renames it into place: a host whose work folder others share never sees a
-# half-unpacked folder, and a lost race simply keeps the winner's copy.
-INSTALL_DEPS_SCRIPT = """
-import json, os, shutil, sys, tarfile, tempfile
-target = sys.argv[1]
-if os.path.isdir(target):
-    sys.stdin.buffer.read()
-    print(json.dumps({"installed": False}))
-    sys.exit(0)
-parent = os.path.dirname(target)
-os.makedirs(parent, mode=0o755, exist_ok=True)
-tmp = tempfile.mkdtemp(prefix=".deps-", dir=parent)
-try:
-    with tarfile.open(fileobj=sys.stdin.buffer, mode="r|gz") as archive:
-        for member in archive:
-            name = member.name
-            if name.startswith("/") or ".." in name.split("/") or not (member.isfile() or member.isdir()):
-                raise SystemExit("refusing bundle member %r" % name)
-            path = os.path.join(tmp, name)
-            if member.isdir():
-                os.makedirs(path, exist_ok=True)
-                continue
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with archive.extractfile(member) as src, open(path, "wb") as out:
-                shutil.copyfileobj(src, out)
-    os.chmod(tmp, 0o755)
-    try:
-        os.rename(tmp, target)
-    except OSError:
-        if not os.path.isdir(target):
-            raise
-        shutil.rmtree(tmp)
-except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
-print(json.dumps({"installed": True}))
-"""
+INSTALL_DEPS_SCRIPT = install_script("tar.gz", prefix=".deps-", compile_now=False)
 
 
 @dataclass(frozen=True, slots=True)

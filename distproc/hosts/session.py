@@ -1,7 +1,10 @@
 """One host, as the coordinator drives it: the agent's verbs over a transport.
 
 Every call is an argv list (quoted by the transport, never spliced into a
-shell string); structured data goes over stdin; answers come back as JSON.
+shell string); structured data goes over stdin; answers come back as JSON,
+each read into its type (agent/answers.py) before anything here looks at it.
+Each step of a job is one method, which asks the claiming agent on its channel
+when there is one free and runs the step's own agent verb otherwise.
 """
 
 from __future__ import annotations
@@ -18,6 +21,36 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ..agent.answers import (
+    ClaimAnswer,
+    CleanupAnswer,
+    Counted,
+    ErrorAnswer,
+    EventLine,
+    FollowLine,
+    ImageAnswer,
+    LaunchAnswer,
+    LogLine,
+    LostLine,
+    PrepareAnswer,
+    ProbeAnswer,
+    ReleaseAnswer,
+    ResultLine,
+    StageProgress,
+    StatusAnswer,
+    StopAnswer,
+    UploadAnswer,
+    parse_follow_line,
+)
+from ..agent.protocol import (
+    CleanupRequest,
+    FollowRequest,
+    HostTask,
+    LaunchRequest,
+    PrepareRequest,
+    ProtocolError,
+    Request,
+)
 from ..errors import AgentError, ConnectionError_, DistprocError, StagingError
 from ..plan import SourceFile
 from ..staging.local_files import extract_output, tar_stream
@@ -28,6 +61,7 @@ from .transport.base import Channel, CommandResult, parse_json_reply
 
 MIN_PYTHON = (3, 9)
 T = TypeVar("T")
+A = TypeVar("A")  # an answer of the agent (agent/answers.py)
 # How often a follower tells its host that a coordinator is still there.
 PING_SECONDS = 5.0
 
@@ -104,12 +138,12 @@ class HostSession:
         if channel is not None:
             channel.abort()
 
-    async def _ask(self, channel: Channel, request: dict[str, Any]) -> dict[str, Any]:
+    async def _ask(self, channel: Channel, request: Request) -> dict[str, Any]:
         """One request on the claimed channel and its one-line answer; an error answer
         raises AgentError (the agent may have ended the conversation: the channel is dropped)."""
         async with self._claimed_busy:
             try:
-                await channel.write(json.dumps(request).encode() + b"\n")
+                await channel.write(json.dumps(request.to_doc()).encode() + b"\n")
                 line = await channel.readline()
                 if line:
                     self.heard()
@@ -117,19 +151,43 @@ class HostSession:
                     doc = json.loads(line) if line.strip() else None
                 except ValueError:
                     doc = None
-                if isinstance(doc, dict) and "error" not in doc:
+                error = ErrorAnswer.in_answer(doc) if isinstance(doc, dict) else None
+                if isinstance(doc, dict) and error is None:
                     return doc
                 result = await _finish(channel)
             except BaseException:
                 self._drop_claimed()
                 raise
             self._claimed = None
-        if isinstance(doc, dict):
-            raise AgentError(f"{self.name}: {doc['error']}")
+        if error is not None:
+            raise AgentError(f"{self.name}: {error.error}")
         raise AgentError(
-            f"{self.name}: no answer to {request.get('verb')} (exit status {result.exit_status}): "
+            f"{self.name}: no answer to {request.to_doc()['verb']} (exit status {result.exit_status}): "
             f"{result.stderr_text().strip()[-800:] or line[-400:]!r}"
         )
+
+    def _read(self, parse: Callable[[Any, str], A], doc: Any, what: str) -> A:
+        """An answer as its protocol type; one that does not fit is the agent's error, naming the field."""
+        try:
+            return parse(doc, what)
+        except ProtocolError as exc:
+            raise AgentError(f"{self.name}: the agent's answer does not fit the protocol: {exc}") from exc
+
+    async def _verb(self, argv: list[str], parse: Callable[[Any, str], A], input: bytes | None = None) -> A:
+        """An agent verb of its own (one command) and its one JSON answer; an error answer raises AgentError."""
+        result = await self.transport.run(argv, input=input, check=False)
+        doc = parse_json_reply(self.name, result)
+        error = ErrorAnswer.in_answer(doc)
+        if error is not None or not result.ok:
+            raise AgentError(f"{self.name}: {(error.error if error else '') or result.stderr_text().strip()[-800:]}")
+        return self._read(parse, doc, argv[2] if len(argv) > 2 else "answer")
+
+    async def _step(self, request: Request, argv: list[str], parse: Callable[[Any, str], A], input: bytes = b"") -> A:
+        """One step of the job: asked on the claimed channel when there is one free, else as its own verb."""
+        channel = self._conversation()
+        if channel is None:
+            return await self._verb(argv, parse, input or None)
+        return self._read(parse, await self._ask(channel, request), request.to_doc()["verb"])
 
     @property
     def name(self) -> str:
@@ -147,34 +205,32 @@ class HostSession:
                 f"{result.stderr_text().strip()[-400:]}; set ansible_python_interpreter in the inventory"
             )
         try:
-            probe = json.loads(result.stdout.decode().strip().splitlines()[-1])
-            version = tuple(probe["python"])
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            probe = ProbeAnswer.from_doc(json.loads(result.stdout.decode().strip().splitlines()[-1]))
+        except (ValueError, IndexError) as exc:  # ProtocolError is a ValueError
             raise AgentError(f"{self.name}: unexpected answer from {self.python}: {result.stdout[-200:]!r}") from exc
+        version = probe.python
         if version < MIN_PYTHON:
             raise AgentError(
                 f"{self.name}: {self.python} is Python {'.'.join(map(str, version))}; "
                 "the distproc agent needs 3.9 or newer (set ansible_python_interpreter)"
             )
-        if probe.get("present"):
+        if probe.present:
             return False
         await self.transport.run([self.python, "-c", INSTALL_SCRIPT, self.agent_path], input=self.bundle.data)
         return True
 
-    async def prepare(self, task: dict[str, Any], launch: bool = False) -> int | None:
+    async def prepare(self, task: HostTask, launch: bool = False) -> int | None:
         """Write the task on the host; with `launch`, start it too and return the agent's pid.
 
         After a `claim`, the agent that took the lease is still waiting on its
         channel and prepares the task itself; otherwise this is the `prepare` verb.
         """
-        channel = self._conversation()
-        if channel is None:
-            argv = self._agent("prepare", self.job_dir, *(["--launch"] if launch else []))
-            doc = await self.transport.run_json(argv, input=json.dumps(task).encode())
-        else:
-            request = {"verb": "prepare", "jobdir": self.job_dir, "launch": launch, "task": task}
-            doc = await self._ask(channel, request)
-        return int(doc["pid"]) if launch else None
+        argv = self._agent("prepare", self.job_dir, *(["--launch"] if launch else []))
+        request = PrepareRequest(self.job_dir, launch, task)
+        answer = await self._step(request, argv, PrepareAnswer.from_doc, json.dumps(task.to_doc()).encode())
+        if launch and answer.pid is None:
+            raise AgentError(f"{self.name}: the agent prepared the task but gave no pid for its launch")
+        return answer.pid if launch else None
 
     async def _stream_in(self, argv: list[str], chunks: AsyncIterator[bytes]) -> tuple[CommandResult, dict[str, Any]]:
         """Run an agent verb with chunks on its stdin; its result and its JSON answer."""
@@ -192,9 +248,12 @@ class HostSession:
     async def push_files(self, container_path: str, files: tuple[SourceFile, ...]) -> tuple[int, int]:
         """Send files (a tar stream) into a path under /opt/ml on the host."""
         result, doc = await self._stream_in(self._agent("untar", self.job_dir, container_path), tar_stream(files))
-        if "error" in doc or not result.ok:
-            raise StagingError(f"{self.name}: staging into {container_path} failed: {doc.get('error')}")
-        return int(doc["files"]), int(doc["bytes"])
+        error = ErrorAnswer.in_answer(doc)
+        if error is not None or not result.ok:
+            why = (error.error if error else "") or result.stderr_text().strip()[-400:]
+            raise StagingError(f"{self.name}: staging into {container_path} failed: {why}")
+        counted = self._read(Counted.from_doc, doc, "untar")
+        return counted.files, counted.bytes
 
     async def pull_files(self, container_path: str, dest: Path) -> tuple[int, int]:
         """Fetch every regular file under a path under /opt/ml into dest."""
@@ -226,9 +285,7 @@ class HostSession:
         await self.transport.run([self.python, "-c", INSTALL_DEPS_SCRIPT, target], input=bundle.data)
         return target
 
-    async def stage_s3(
-        self, inputs: list[dict[str, Any]], on_progress: Callable[[dict[str, Any]], None]
-    ) -> tuple[int, int]:
+    async def stage_s3(self, inputs: list[dict[str, Any]], on_progress: Callable[[StageProgress], None]) -> Counted:
         """Have the host download its S3 objects; progress lines arrive as it goes."""
         channel = await self.transport.open(self._agent("stage-s3", self.job_dir))
         final: dict[str, Any] = {}
@@ -237,27 +294,32 @@ class HostSession:
             await channel.close_stdin()
             async for doc in _json_lines(channel.readline):
                 if "progress" in doc:
-                    on_progress(doc["progress"])
+                    on_progress(self._read(StageProgress.from_doc, doc["progress"], "stage-s3.progress"))
                 else:
                     final = doc
             result = await channel.wait()
         except BaseException:
             channel.abort()
             raise
-        if "error" in final or not result.ok:
-            message = final.get("error") or result.stderr_text().strip()[-600:] or "no answer from the agent"
-            raise StagingError(f"{self.name}: {message}", client_error=bool(final.get("client_error")))
-        return int(final["files"]), int(final["bytes"])
+        error = ErrorAnswer.in_answer(final)
+        if error is not None or not result.ok:
+            message = (
+                (error.error if error else "") or result.stderr_text().strip()[-600:] or "no answer from the agent"
+            )
+            raise StagingError(f"{self.name}: {message}", client_error=error is not None and error.client_error)
+        return self._read(Counted.from_doc, final, "stage-s3")
 
-    async def upload_s3(self) -> dict[str, Any]:
+    async def upload_s3(self) -> UploadAnswer:
         result = await self.transport.run(self._agent("upload-s3", self.job_dir), check=False)
         doc = parse_json_reply(self.name, result)
-        if "error" in doc or not result.ok:
-            raise StagingError(f"{self.name}: {doc.get('error')}", client_error=bool(doc.get("client_error")))
-        return doc
+        error = ErrorAnswer.in_answer(doc)
+        if error is not None or not result.ok:
+            why = error.error if error is not None else result.stderr_text().strip()[-600:]
+            raise StagingError(f"{self.name}: {why}", client_error=error is not None and error.client_error)
+        return self._read(UploadAnswer.from_doc, doc, "upload-s3")
 
-    async def claim(self, job: str, holder: str) -> tuple[dict[str, Any], bool]:
-        """Lease the host for a job: ({"leased": True} or {"busy": lease, ...}, whether the agent was sent).
+    async def claim(self, job: str, holder: str) -> tuple[ClaimAnswer, bool]:
+        """Lease the host for a job: (leased, or busy with whose lease, whether the agent was sent).
 
         The cached agent is tried first, so a host that has it costs one round trip;
         only when that fails is the agent probed for, installed, and asked again.
@@ -275,21 +337,22 @@ class HostSession:
             raise AgentError(f"{self.name}: {result.stderr_text().strip()[-800:] or 'no answer to claim'}")
         return answer, sent
 
-    async def _claim(self, argv: list[str]) -> tuple[dict[str, Any] | None, CommandResult | None]:
+    async def _claim(self, argv: list[str]) -> tuple[ClaimAnswer | None, CommandResult | None]:
         """The agent's lease answer (its channel kept if leased), or how the command ended without one."""
         channel = await self.transport.open(argv)
         try:
             line = await channel.readline()
             try:
-                answer = json.loads(line) if line.strip() else None
+                doc = json.loads(line) if line.strip() else None
             except ValueError:
-                answer = None
-            if not isinstance(answer, dict) or "error" in answer:
+                doc = None
+            if not isinstance(doc, dict) or ErrorAnswer.in_answer(doc) is not None:
                 return None, await _finish(channel)
+            answer = self._read(ClaimAnswer.from_doc, doc, "claim")
         except BaseException:
             channel.abort()
             raise
-        if answer.get("leased"):
+        if answer.leased:
             self._claimed = channel
         else:
             await _finish(channel)
@@ -302,13 +365,11 @@ class HostSession:
             result = await _finish(channel)
             if result.ok:
                 return
-        await self.transport.run_json(self._agent("release", self.work_dir, "--job", job))
+        await self._verb(self._agent("release", self.work_dir, "--job", job), ReleaseAnswer.from_doc)
 
     async def image_id(self) -> str | None:
         """The job image's ID on the host's daemon; None if the host lacks it."""
-        doc = await self.transport.run_json(self._agent("image-id", self.job_dir))
-        found = doc.get("id")
-        return found if isinstance(found, str) and found else None
+        return (await self._verb(self._agent("image-id", self.job_dir), ImageAnswer.from_doc)).id
 
     async def load_image(self, saved: Path) -> str | None:
         """Stream a `docker save` tar into the host's `docker load`; returns the image ID it then has."""
@@ -319,21 +380,17 @@ class HostSession:
                     yield chunk
 
         result, doc = await self._stream_in(self._agent("load-image", self.job_dir), chunks())
-        if "error" in doc or not result.ok:
-            raise AgentError(f"{self.name}: loading the shipped image failed: {doc.get('error')}")
-        found = doc.get("id")
-        return found if isinstance(found, str) and found else None
+        error = ErrorAnswer.in_answer(doc)
+        if error is not None or not result.ok:
+            why = (error.error if error else "") or result.stderr_text().strip()[-400:]
+            raise AgentError(f"{self.name}: loading the shipped image failed: {why}")
+        return self._read(ImageAnswer.from_doc, doc, "load-image").id
 
     async def launch(self) -> int:
-        channel = self._conversation()
-        if channel is not None:
-            doc = await self._ask(channel, {"verb": "launch"})
-        else:
-            doc = await self.transport.run_json(self._agent("launch", self.job_dir))
-        return int(doc["pid"])
+        return (await self._step(LaunchRequest(), self._agent("launch", self.job_dir), LaunchAnswer.from_doc)).pid
 
     async def follow(
-        self, position: FollowPosition, on_line: Callable[[dict[str, Any]], Awaitable[None]]
+        self, position: FollowPosition, on_line: Callable[[FollowLine], Awaitable[None]]
     ) -> FollowPosition:
         """Stream the run's events and output until it ends; returns where it got to.
 
@@ -343,7 +400,7 @@ class HostSession:
         channel = self._conversation()
         if channel is not None:
             async with self._claimed_busy:
-                request = {"verb": "follow", "events_offset": position.events, "log_offset": position.log}
+                request = FollowRequest(position.events, position.log)
                 return await self._follow_on(channel, request, position, on_line, claimed=True)
         argv = self._agent(
             "follow", self.job_dir, "--events-offset", str(position.events), "--log-offset", str(position.log)
@@ -353,9 +410,9 @@ class HostSession:
     async def _follow_on(
         self,
         channel: Channel,
-        request: dict[str, Any] | None,
+        request: FollowRequest | None,
         position: FollowPosition,
-        on_line: Callable[[dict[str, Any]], Awaitable[None]],
+        on_line: Callable[[FollowLine], Awaitable[None]],
         claimed: bool,
     ) -> FollowPosition:
         events, log = position.events, position.log
@@ -363,17 +420,19 @@ class HostSession:
         ended = False
         try:
             if request is not None:
-                await channel.write(json.dumps(request).encode() + b"\n")
+                await channel.write(json.dumps(request.to_doc()).encode() + b"\n")
             pinger = asyncio.ensure_future(_ping(channel))
             async for doc in _json_lines(channel.readline):
                 self.heard()
-                stream = doc.get("stream")
-                if stream == "event":
-                    events = int(doc["offset"])
-                elif stream == "log":
-                    log = int(doc["offset"])
-                await on_line(doc)
-                if stream in ("result", "lost"):
+                line = self._read(parse_follow_line, doc, "follow")
+                if line is None:
+                    continue  # a stream this coordinator does not know
+                if isinstance(line, EventLine):
+                    events = line.offset
+                elif isinstance(line, LogLine):
+                    log = line.offset
+                await on_line(line)
+                if isinstance(line, (ResultLine, LostLine)):
                     ended = True
                     break
             if pinger is not None:
@@ -394,21 +453,20 @@ class HostSession:
                 self._drop_claimed()
         return FollowPosition(events, log)
 
-    async def stop(self, reason: str) -> dict[str, Any]:
-        return await self.transport.run_json(self._agent("stop", self.job_dir, "--reason", reason))
+    async def stop(self, reason: str) -> StopAnswer:
+        return await self._verb(self._agent("stop", self.job_dir, "--reason", reason), StopAnswer.from_doc)
 
-    async def status(self) -> dict[str, Any]:
-        return await self.transport.run_json(self._agent("status", self.job_dir))
+    async def status(self) -> StatusAnswer:
+        return await self._verb(self._agent("status", self.job_dir), StatusAnswer.from_doc)
 
-    async def cleanup(self) -> dict[str, Any]:
+    async def cleanup(self) -> CleanupAnswer:
         channel = self._conversation()
-        if channel is None:
-            return await self.transport.run_json(self._agent("cleanup", self.job_dir))
-        doc = await self._ask(channel, {"verb": "cleanup"})
-        self._claimed = None
-        with contextlib.suppress(DistprocError):
-            await _finish(channel)  # cleanup ended the conversation: the agent exits
-        return doc
+        answer = await self._step(CleanupRequest(), self._agent("cleanup", self.job_dir), CleanupAnswer.from_doc)
+        if channel is not None:
+            self._claimed = None
+            with contextlib.suppress(DistprocError):
+                await _finish(channel)  # cleanup ended the conversation: the agent exits
+        return answer
 
 
 def _in_own_thread(func: Callable[..., T], *args: Any) -> asyncio.Future[T]:

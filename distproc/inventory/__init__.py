@@ -16,7 +16,7 @@ docs/inventory.md for the variables, precedence and selection rules.
 ['node1', 'node2']
 """
 
-from ._hosts import load_inventory
+from ._load import load_inventory
 from ._model import Connection, GpuMode, Gpus, Host, Inventory
 from ._names import KNOWN_DISTPROC_VARIABLES
 from ._select import select_hosts

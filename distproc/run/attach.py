@@ -19,8 +19,9 @@ from ..store.db import JobRecord, Store
 if TYPE_CHECKING:
     # Loaded by attach() only: `distproc describe` asks coordinator_alive() and
     # must not pay for the coordinator (asyncssh, boto3) to do so.
+    from .options import RunOptions
     from .outcome import JobOutcome
-    from .runner import JobRunner, RunOptions
+    from .runner import JobRunner
 
 
 def coordinator_alive(pid: int | None) -> bool:

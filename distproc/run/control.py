@@ -11,25 +11,25 @@ import time
 from pathlib import Path
 from typing import IO
 
+from ..backends.fleet import FleetBackend
 from ..errors import DistprocError, SpecError, Violation
-from ..hosts.agentbundle import agent_bundle
-from ..hosts.session import HostSession
-from ..hosts.transport import Endpoint, transport_for
 from ..store.db import HostRecord, JobRecord, Store
+from .hoststate import HostPhase
 
 STOP_BY_REQUEST = "stopped by request (distproc stop)"
+#: The host statuses of a host that has ended: nothing left to stop there.
+ENDED = frozenset(p.value for p in HostPhase if p.terminal)
 
 
 async def _stop_host(record: HostRecord, reason: str) -> str:
-    endpoint = Endpoint.from_dict(record.endpoint)
-    transport = transport_for(endpoint)
-    session = HostSession(transport, endpoint.python, endpoint.work_dir, record.job_dir, agent_bundle())
+    # The SSH fleet is the one backend whose hosts a job store holds today.
+    session = FleetBackend(()).reach(record.endpoint, record.job_dir).session
     try:
         await session.install_agent()
         doc = await session.stop(reason)
     finally:
-        await transport.close()
-    return str(doc.get("state", "asked"))
+        await session.transport.close()
+    return doc.state
 
 
 async def stop_job(store: Store, name: str, reason: str = STOP_BY_REQUEST) -> dict[str, str]:
@@ -41,7 +41,7 @@ async def stop_job(store: Store, name: str, reason: str = STOP_BY_REQUEST) -> di
             source="stop request",
         )
     store.request_stop(name, reason)
-    hosts = [h for h in job.hosts if h.status not in ("Completed", "Failed", "Stopped")]
+    hosts = [h for h in job.hosts if h.status not in ENDED]
     answers = await asyncio.gather(*(_stop_host(h, reason) for h in hosts), return_exceptions=True)
     report: dict[str, str] = {}
     for host, answer in zip(hosts, answers, strict=True):

@@ -1,28 +1,73 @@
-"""What the coordinator keeps per host while a job runs, and a host step bounded in time."""
+"""What the coordinator keeps per host while a job runs: its phase, and a host step bounded in time."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import TypeVar
 
 from ..errors import ConnectionError_
 from ..hosts.session import FollowPosition, HostSession
-from ..hosts.transport import Transport
-from ..inventory import Host
 from ..plan import HostAssignment
-from .outcome import HostOutcome
+from .outcome import FailureClass, HostOutcome
 
 T = TypeVar("T")
+
+
+class HostPhase(StrEnum):
+    """A host's status, as the job store and `distproc describe` show it."""
+
+    PENDING = "Pending"
+    PREPARING = "Preparing"
+    IN_PROGRESS = "InProgress"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+    STOPPED = "Stopped"
+
+    @property
+    def terminal(self) -> bool:
+        return self in _TERMINAL
+
+    @property
+    def launched(self) -> bool:
+        """Whether a host in this phase had its container started (or may have: the end is known)."""
+        return self not in (HostPhase.PENDING, HostPhase.PREPARING)
+
+    @classmethod
+    def of_result(cls, status: object) -> HostPhase:
+        """The phase an agent's result names; anything else is a failure, never a crash here."""
+        try:
+            phase = cls(str(status or ""))
+        except ValueError:
+            return cls.FAILED
+        return phase if phase.terminal else cls.FAILED
+
+
+_TERMINAL = frozenset({HostPhase.COMPLETED, HostPhase.FAILED, HostPhase.STOPPED})
+
+#: Every move a host may make. The end of a host may be recorded again: a host
+#: followed anew by `attach` repeats its result, and one whose outputs could
+#: not be fetched after it ended turns Failed.
+TRANSITIONS: dict[HostPhase, frozenset[HostPhase]] = {
+    HostPhase.PENDING: frozenset({HostPhase.PREPARING, HostPhase.FAILED, HostPhase.STOPPED}),
+    HostPhase.PREPARING: frozenset({HostPhase.IN_PROGRESS, HostPhase.FAILED, HostPhase.STOPPED}),
+    HostPhase.IN_PROGRESS: _TERMINAL,
+    HostPhase.COMPLETED: _TERMINAL,
+    HostPhase.FAILED: _TERMINAL,
+    HostPhase.STOPPED: _TERMINAL,
+}
 
 
 @dataclass
 class HostState:
     assignment: HostAssignment
     session: HostSession
+    phase: HostPhase = HostPhase.PENDING
+    #: Agent installed, image present, inputs staged: its outputs are worth collecting.
     prepared: bool = False
-    launched: bool = False
     #: Whether the agent had to be sent to the host (it was not cached there).
     agent_sent: bool = False
     outcome: HostOutcome | None = None
@@ -32,19 +77,37 @@ class HostState:
     #: Stopped by its own orphan timeout, after which its agent removed the job's
     #: data (outputs included): there is nothing left to fetch (a late attach).
     cleaned_by_host: bool = False
+    #: Its container was started (the phase alone cannot say so once the host ended).
+    launched: bool = False
 
+    def move(self, phase: HostPhase) -> None:
+        """Enter a phase; a move TRANSITIONS does not allow is a bug in the coordinator."""
+        if phase not in TRANSITIONS[self.phase]:
+            raise RuntimeError(f"host {self.assignment.algo}: {self.phase} cannot become {phase}")
+        self.phase = phase
+        if phase is HostPhase.IN_PROGRESS:
+            self.launched = True
 
-@dataclass(frozen=True, slots=True)
-class HostClaim:
-    """A host leased for the job, its connection open and its agent installed."""
+    def end(self, outcome: HostOutcome) -> HostOutcome:
+        """The host's end, as known now (a later one may replace it: outputs that failed)."""
+        self.move(HostPhase.of_result(outcome.status))
+        self.outcome = outcome
+        return outcome
 
-    host: Host
-    transport: Transport
-    connect_started: float
-    connected: float
-    agent_sent: bool
-    #: Its agent, waiting for the job's task (HostSession.claim).
-    session: HostSession
+    def fail(self, cls: FailureClass, error: str) -> HostOutcome:
+        """The host failed before any result of its own (not prepared, lost, its agent died)."""
+        a = self.assignment
+        return self.end(
+            HostOutcome(
+                algo=a.algo,
+                host=a.host.name,
+                status=HostPhase.FAILED,
+                exit_code=None,
+                ended_at=time.time(),
+                error=error,
+                error_class=cls.value,
+            )
+        )
 
 
 async def within(step: Awaitable[T], seconds: float, host: str) -> T:

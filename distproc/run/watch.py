@@ -1,118 +1,127 @@
 """Following the hosts of a running job: launch, follow each to its result, react to failures.
 
-Part of JobRunner (runner.py), kept apart for size: it reads and sets
-the runner's state declared below. Each launched host is followed over its
-agent's channel; a connection that drops is retried within the reconnect
-window, after which the host is lost and the job fails naming it.
+Each launched host is followed over its agent's channel; a connection that
+drops is retried within the reconnect window, after which the host is lost
+and the job fails naming it. A host that fails stops the others.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Set
+from typing import Any
 
+from ..agent.answers import Event, EventLine, FollowLine, LogLine, LostLine, ResultLine, RunResult
 from ..errors import ConnectionError_, DistprocError
-from ..spec import ProcessingJob
-from ..store.db import Store
 from ..ui.console import OutputSink
-from .hoststate import HostState, within
+from .context import JobContext
+from .hoststate import HostPhase, HostState, within
 from .outcome import FailureClass, HostOutcome
-
-if TYPE_CHECKING:
-    from .runner import RunOptions
+from .recorder import AgentEvent, HostResult
 
 
-class Watching:
-    """JobRunner's launching and watching; the attributes are the runner's own."""
+class Watch:
+    """The launching and following of one job's hosts, each followed by its own task."""
 
-    job: ProcessingJob
-    store: Store
-    options: RunOptions
-    log: Any
-    _states: list[HostState]
-    _watchers: dict[str, asyncio.Future[None]]
-    _sink: OutputSink | None
-    _stop_event: asyncio.Event
-    _stop_reason: str | None
-    _host_failed_already: bool
-    _recorded_events: set[tuple[str, str, float]]
+    def __init__(self, ctx: JobContext, sink: OutputSink, seen: Set[tuple[str, str, float]] = frozenset()) -> None:
+        self.ctx = ctx
+        self.sink = sink
+        # (algo, kind, time) of the agents' events the store holds already: `attach`
+        # follows each host from its first event again, and those are not new.
+        self.seen = seen
+        # Each launched host's follower, started as soon as the host runs: its pings
+        # are what keep the host's orphan timeout from running out.
+        self.watchers: dict[str, asyncio.Future[None]] = {}
 
-    if TYPE_CHECKING:
-        # Defined by JobRunner.
+    def cancel(self) -> None:
+        """Stop following (only those an error left behind are still running)."""
+        for watcher in self.watchers.values():
+            watcher.cancel()
 
-        def _host_failed(self, state: HostState, cls: FailureClass, error: str) -> None: ...
+    async def stop_hosts(self, reason: str, exclude: str | None = None) -> None:
+        targets = [s for s in self.ctx.states if s.launched and s.outcome is None and s.assignment.algo != exclude]
+        results = await asyncio.gather(*(s.session.stop(reason) for s in targets), return_exceptions=True)
+        for state, result in zip(targets, results, strict=True):
+            if isinstance(result, BaseException):
+                self.ctx.recorder.log.warning(
+                    "could not ask host to stop", host=state.assignment.algo, error=str(result)
+                )
 
-        def _tell_finished(self, outcome: HostOutcome) -> None: ...
+    async def launch_all(self) -> None:
+        """Start every prepared host's container (those not started by their prepare), then follow them all."""
 
-        async def _stop_hosts(self, reason: str, exclude: str | None = None) -> None: ...
-
-    async def _launch_and_watch(self, sink: OutputSink) -> None:
         async def launch(state: HostState) -> None:
             if state.launched:
                 return  # started by its prepare
             try:
                 await state.session.launch()
-                state.launched = True
-                self.store.update_host(self.job.name, state.assignment.algo, status="InProgress")
+                self.launched(state)
             except DistprocError as exc:
-                self._host_failed(state, FailureClass.INTERNAL, str(exc))
+                self.ctx.host_failed(state, FailureClass.INTERNAL, str(exc))
 
-        await asyncio.gather(*(launch(s) for s in self._states))
-        if not all(s.launched for s in self._states):
-            await self._stop_hosts("another host failed to start")
-        await self._watch_all(sink)
+        await asyncio.gather(*(launch(s) for s in self.ctx.states))
+        if not all(s.launched for s in self.ctx.states):
+            await self.stop_hosts("another host failed to start")
+        await self.watch_all()
 
-    def _start_watch(self, state: HostState) -> None:
+    def launched(self, state: HostState) -> None:
+        """The host's container was started: record it and follow the host from now on."""
+        state.move(HostPhase.IN_PROGRESS)
+        self.ctx.recorder.phase(state.assignment.algo, HostPhase.IN_PROGRESS)
+        self.start(state)
+
+    def start(self, state: HostState) -> None:
         algo = state.assignment.algo
-        if algo not in self._watchers and self._sink is not None:
-            self._watchers[algo] = asyncio.ensure_future(self._watch(state, self._sink))
+        if algo not in self.watchers:
+            self.watchers[algo] = asyncio.ensure_future(self._watch(state))
 
-    async def _watch_all(self, sink: OutputSink) -> None:
+    async def watch_all(self) -> None:
         """Follow every launched host to its result, stopping them all when asked."""
-        self._sink = sink
-        for state in self._states:
+        for state in self.ctx.states:
             if state.launched:
-                self._start_watch(state)
-        watchers = list(self._watchers.values())
-        stopper = asyncio.ensure_future(self._stop_event.wait())
+                self.start(state)
+        watchers = list(self.watchers.values())
+        stop = self.ctx.stop
+        stopper = asyncio.ensure_future(stop.event.wait())
         pending: set[asyncio.Future[Any]] = set(watchers)
         try:
             while pending:
                 done, _ = await asyncio.wait(pending | {stopper}, return_when=asyncio.FIRST_COMPLETED)
                 if stopper in done:
-                    await self._stop_hosts(self._stop_reason or "stop requested")
+                    await self.stop_hosts(stop.reason or "stop requested")
                     stopper = asyncio.ensure_future(asyncio.Event().wait())
                 pending = {w for w in watchers if not w.done()}
         finally:
             stopper.cancel()
 
-    async def _watch(self, state: HostState, sink: OutputSink) -> None:
+    async def _watch(self, state: HostState) -> None:
         algo = state.assignment.algo
         session = state.session
+        sink = self.sink
         # The host's last sign of life when the current loss of contact began (None: in contact).
         lost_at: float | None = None
         first_reason = ""
         delay = 0.5
 
-        async def on_line(doc: dict[str, Any]) -> None:
-            stream = doc.get("stream")
-            if stream == "log":
-                sink.write(algo, str(doc.get("data", "")).encode("utf-8", "surrogateescape"))
-            elif stream == "event":
-                await self._on_event(state, doc.get("event") or {})
-            elif stream == "result":
+        async def on_line(line: FollowLine) -> None:
+            if isinstance(line, LogLine):
+                sink.write(algo, line.raw)
+            elif isinstance(line, EventLine):
+                self._on_event(state, line.event)
+            elif isinstance(line, ResultLine):
                 sink.flush(algo)
-                await self._on_result(state, doc.get("result") or {})
-            elif stream == "lost":
+                await self._on_result(state, line.result)
+            elif isinstance(line, LostLine):
                 sink.flush(algo)
-                self._host_failed(state, FailureClass.INTERNAL, "the agent on the host died before the container ended")
+                error = "the agent on the host died before the container ended"
+                self.ctx.host_failed(state, FailureClass.INTERNAL, error)
                 await self._on_host_failed(state)
 
         # The window counts from the last time anything was heard from the host (a
         # follow line, an answer, a connection made), not from when the loss was
         # noticed: keepalives take up to half the window to declare a link dead.
-        window = self.options.reconnect_window_seconds
+        window = self.ctx.options.reconnect_window_seconds
         while state.outcome is None:
             try:
                 if lost_at is not None:
@@ -133,15 +142,17 @@ class Watching:
                 if silent >= window:
                     state.lost = True
                     why = first_reason if exc.reason == first_reason else f"{first_reason}; then {exc.reason}"
-                    self._host_failed(state, FailureClass.INTERNAL, self._lost_text(why, silent))
+                    self.ctx.host_failed(state, FailureClass.INTERNAL, self._lost_text(why, silent))
                     await self._on_host_failed(state)
                     return
-                self.log.warning("reconnecting", host=algo, error=exc.reason, silent_seconds=round(silent, 1))
+                self.ctx.recorder.log.warning(
+                    "reconnecting", host=algo, error=exc.reason, silent_seconds=round(silent, 1)
+                )
                 await asyncio.sleep(min(delay, max(0.0, window - silent)))
                 delay = min(delay * 2, 10.0)
 
     def _lost_text(self, reason: str, silent: float) -> str:
-        orphan = self.options.orphan_timeout_seconds
+        orphan = self.ctx.options.orphan_timeout_seconds
         then = (
             f"its agent stops the container once no coordinator has followed it for {orphan:.0f} s"
             if orphan > 0
@@ -149,67 +160,39 @@ class Watching:
         )
         return f"lost contact with the host for {silent:.0f} s while its container ran ({reason}); {then}"
 
-    async def _on_event(self, state: HostState, event: dict[str, Any]) -> None:
-        kind = str(event.get("kind", ""))
+    def _on_event(self, state: HostState, event: Event) -> None:
         algo = state.assignment.algo
-        at = event.get("time") if isinstance(event.get("time"), (int, float)) else None
-        data = {k: v for k, v in event.items() if k not in ("kind", "time")}
-        if self.options.observer is not None:
-            self.options.observer.step(algo, kind, **data)
-        if at is not None and (algo, kind, float(at)) in self._recorded_events:
-            # Followed again by `attach`: recorded and logged by the run that saw it first.
-            if kind == "container_started":
-                self.log.info("reattached to the running container", host=algo, container_started=at)
-            return
-        self.store.add_event(self.job.name, algo, kind, data, at)
-        if kind == "container_started":
-            self.store.update_host(self.job.name, algo, start_time=at)
-            self.log.info("container started", host=algo)
-        elif kind == "image_pull_started":
-            self.log.info("pulling image", host=algo, image=event.get("image"))
-        elif kind == "stopping":
-            self.log.info("host stopping", host=algo, reason=event.get("reason"))
+        seen = event.time is not None and (algo, event.kind, event.time) in self.seen
+        self.ctx.recorder(AgentEvent(algo, event.kind, event.data, event.time, seen))
 
-    async def _on_result(self, state: HostState, result: dict[str, Any]) -> None:
+    async def _on_result(self, state: HostState, result: RunResult) -> None:
         a = state.assignment
-        state.cleaned_by_host = bool(result.get("orphaned"))
-        status = str(result.get("status") or "Failed")
-        exit_code = result.get("exit_code")
-        ended = result.get("container_ended") or result.get("agent_ended") or time.time()
-        state.outcome = HostOutcome(
-            algo=a.algo,
-            host=a.host.name,
-            status=status,
-            exit_code=exit_code if isinstance(exit_code, int) else None,
-            ended_at=float(ended),
-            message=result.get("message"),
-            message_valid=bool(result.get("message_valid", True)),
-            message_problem=result.get("message_problem") if isinstance(result.get("message_problem"), str) else None,
-            error=result.get("error"),
-            error_class=result.get("error_class"),
-            stopped_by_distproc=bool(result.get("stopped")),
+        state.cleaned_by_host = result.orphaned
+        outcome = state.end(
+            HostOutcome(
+                algo=a.algo,
+                host=a.host.name,
+                status=HostPhase.of_result(result.status),
+                exit_code=result.exit_code,
+                ended_at=result.ended or time.time(),
+                message=result.message,
+                message_valid=result.message_valid,
+                message_problem=result.message_problem,
+                error=result.error,
+                error_class=result.error_class,
+                stopped_by_distproc=result.stopped,
+            )
         )
-        if result.get("stopped") and result.get("stop_reason") and self._stop_reason is None:
+        if result.stopped and result.stop_reason:
             # A stop this process did not ask for: MaxRuntimeInSeconds or `distproc stop`.
-            self._stop_reason = str(result["stop_reason"])
-        self.store.update_host(
-            self.job.name,
-            a.algo,
-            status=status,
-            exit_code=state.outcome.exit_code,
-            end_time=float(ended),
-            message=state.outcome.message,
-            error=state.outcome.error,
-            start_time=result.get("container_started"),
-        )
-        self.log.info("host finished", host=a.algo, status=status, exit_code=exit_code)
-        self._tell_finished(state.outcome)
-        if status == "Failed":
+            self.ctx.stop.stopped_by_host(result.stop_reason)
+        self.ctx.recorder(HostResult(outcome, result.container_started))
+        if outcome.status == HostPhase.FAILED:
             await self._on_host_failed(state)
 
     async def _on_host_failed(self, state: HostState) -> None:
-        self._host_failed_already = True  # hosts still being prepared are not started
-        others = [s for s in self._states if s.outcome is None and s.launched]
+        self.ctx.stop.host_failed = True  # hosts still being prepared are not started
+        others = [s for s in self.ctx.states if s.outcome is None and s.launched]
         if others:
-            self.log.warning("stopping the other hosts", failed=state.assignment.algo)
-            await self._stop_hosts(f"{state.assignment.algo} failed", exclude=state.assignment.algo)
+            self.ctx.recorder.log.warning("stopping the other hosts", failed=state.assignment.algo)
+            await self.stop_hosts(f"{state.assignment.algo} failed", exclude=state.assignment.algo)

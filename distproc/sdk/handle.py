@@ -14,8 +14,9 @@ from typing import Any, TypeVar
 from ..errors import DistprocError, UnexpectedStatusError
 from ..inventory import Host
 from ..run.control import print_logs, stop_job
+from ..run.options import RunOptions
 from ..run.outcome import JobOutcome, JobStatus
-from ..run.runner import JobRunner, RunOptions
+from ..run.runner import JobRunner
 from ..spec import ProcessingJob
 from ..store.db import Store
 from ..store.timeline import job_timeline

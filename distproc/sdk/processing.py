@@ -30,7 +30,7 @@ from typing import Any
 from ..errors import JobExistsError, JobNotFoundError, SpecError, UnexpectedStatusError, Violation
 from ..inventory import Inventory, load_inventory, select_hosts
 from ..plan import DEFAULT_STOP_GRACE_SECONDS
-from ..run.runner import RunOptions
+from ..run.options import RunOptions
 from ..spec import ProcessingJob, parse_job
 from ..store.db import Store, default_home
 from . import request as paths
@@ -316,32 +316,13 @@ class ScriptProcessor(Processor):
         metrics_interval_seconds: float = 5.0,
         ship_image: bool = False,
     ) -> None:
+        # Everything but `command` is Processor's, under the same name: forwarded as it came,
+        # so the two lists meet in one place (tests/test_processing_api.py holds the
+        # signatures to each other). The entrypoint is set by each run, from the script.
+        given = dict(locals())
+        forwarded = {name: value for name, value in given.items() if name not in ("self", "command", "__class__")}
         self.command = command
-        super().__init__(
-            role,
-            image_uri,
-            instance_count,
-            instance_type,
-            None,
-            volume_size_in_gb,
-            volume_kms_key,
-            output_kms_key,
-            max_runtime_in_seconds,
-            base_job_name,
-            sagemaker_session,
-            env,
-            tags,
-            network_config,
-            inventory=inventory,
-            home=home,
-            aws_credentials=aws_credentials,
-            assume_role=assume_role,
-            s3_endpoint_url=s3_endpoint_url,
-            stop_grace_seconds=stop_grace_seconds,
-            fan_out=fan_out,
-            metrics_interval_seconds=metrics_interval_seconds,
-            ship_image=ship_image,
-        )
+        super().__init__(entrypoint=None, **forwarded)
 
     # As in the SDK, a ScriptProcessor's run and request take the script first.
     def run(  # type: ignore[override]

@@ -17,28 +17,11 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
-from ..agent.s3 import parse_s3_uri
+from ..agent.s3 import CLIENT_CODES, parse_s3_uri
 from ..errors import StagingError
 from ..plan import SourceFile
 from ..spec import ProcessingInput
 from ..userfiles import read_bounded
-
-# Faults of the job (its bucket, keys or credentials), as opposed to the platform's.
-_CLIENT_CODES = {
-    "NoSuchBucket",
-    "NoSuchKey",
-    "AccessDenied",
-    "InvalidAccessKeyId",
-    "SignatureDoesNotMatch",
-    "ExpiredToken",
-    "InvalidToken",
-    "AllBucketsNotFound",
-    "404",
-    "403",
-    "PermanentRedirect",
-    "AuthorizationHeaderMalformed",
-    "InvalidBucketName",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +57,7 @@ def _fail(exc: Exception, what: str) -> StagingError:
     if isinstance(exc, botocore.exceptions.ClientError):
         err = exc.response.get("Error", {})
         code = str(err.get("Code", "?"))
-        return StagingError(f"{what}: {code}: {err.get('Message') or code}", client_error=code in _CLIENT_CODES)
+        return StagingError(f"{what}: {code}: {err.get('Message') or code}", client_error=code in CLIENT_CODES)
     if isinstance(exc, botocore.exceptions.NoCredentialsError):
         return StagingError(f"{what}: no AWS credentials found on the coordinator", client_error=True)
     if isinstance(exc, botocore.exceptions.EndpointConnectionError | botocore.exceptions.ConnectTimeoutError):

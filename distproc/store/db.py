@@ -12,11 +12,11 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import JobExistsError, JobNotFoundError, StoreError
 from ..userfiles import inside
@@ -129,6 +129,23 @@ class JobRecord:
     stop_requested: str | None
     coordinator_pid: int | None
     hosts: tuple[HostRecord, ...]
+
+
+#: Columns stored as JSON text, and what each becomes in its record.
+_JSON_COLUMNS: Mapping[str, Callable[[Any], Any]] = {"request": dict, "warnings": tuple, "endpoint": dict}
+
+_R = TypeVar("_R", JobRecord, HostRecord)
+
+
+def _record(cls: type[_R], row: sqlite3.Row, **given: Any) -> _R:
+    """A record from its table's row: each field is the column of its name (JSON ones decoded), or given."""
+    values = dict(given)
+    for field in fields(cls):
+        if field.name not in values:
+            value = row[field.name]
+            convert = _JSON_COLUMNS.get(field.name)
+            values[field.name] = value if convert is None else convert(json.loads(value))
+    return cls(**values)
 
 
 class Store:
@@ -349,38 +366,7 @@ class Store:
             raise StoreError(f"job store {self.home / 'jobs.db'}: {exc}") from exc
         if row is None:
             raise JobNotFoundError(name)
-        return JobRecord(
-            name=row["name"],
-            arn=row["arn"],
-            status=row["status"],
-            request=json.loads(row["request"]),
-            inventory=row["inventory"],
-            warnings=tuple(json.loads(row["warnings"])),
-            creation_time=row["creation_time"],
-            start_time=row["start_time"],
-            end_time=row["end_time"],
-            last_modified=row["last_modified"],
-            failure_reason=row["failure_reason"],
-            exit_message=row["exit_message"],
-            stop_reason=row["stop_reason"],
-            stop_requested=row["stop_requested"],
-            coordinator_pid=row["coordinator_pid"],
-            hosts=tuple(
-                HostRecord(
-                    algo=h["algo"],
-                    host=h["host"],
-                    endpoint=json.loads(h["endpoint"]),
-                    job_dir=h["job_dir"],
-                    status=h["status"],
-                    exit_code=h["exit_code"],
-                    start_time=h["start_time"],
-                    end_time=h["end_time"],
-                    message=h["message"],
-                    error=h["error"],
-                )
-                for h in hosts
-            ),
-        )
+        return _record(JobRecord, row, hosts=tuple(_record(HostRecord, h) for h in hosts))
 
     def list_jobs(self, limit: int = 100, status: str | None = None) -> list[JobRecord]:
         query = "SELECT name FROM jobs"

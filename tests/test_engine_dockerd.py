@@ -23,7 +23,7 @@ from distproc.agent import runner
 from distproc.agent.engine import ApiEngine, CliEngine, Engine, for_access
 from distproc.agent.task import DockerAccess, HostTask, JobDir, parse_task
 from tests.cluster import Cluster
-from tests.test_agent_unit import task_doc
+from tests.task_docs import task_doc
 
 pytestmark = pytest.mark.cluster
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.cluster import Cluster
-from tests.test_e2e import Env, env, file_output, job_doc  # noqa: F401  (env: the fixture)
+from tests.cluster.jobs import Env, file_output, job_doc
 
 pytestmark = pytest.mark.cluster
 

@@ -1,0 +1,74 @@
+"""The interface between the runner and a backend that finds, claims and reaches hosts.
+
+Everything above it (spec, plan, the host contract, outcome rules, the job
+store, logs, metrics) is the same for every backend; everything below it is
+the backend's own. A backend:
+
+    acquire   claims the job's InstanceCount hosts, each with its agent ready
+              for the job's task (or says why it could not: a Shortage);
+    endpoint  what the job store keeps of a host, so that it can be reached again;
+    reach     a session to a host the store names (`distproc attach`);
+    release   gives back a claimed host that was never prepared (a prepared
+              host's cleanup gives itself back).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..hosts.session import HostSession
+from ..inventory import Host
+from ..spec import ProcessingJob
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A host claimed for the job, its connection open and its agent waiting for the job's task."""
+
+    host: Host
+    #: Its agent, waiting for the job's task (HostSession.claim); the connection is session.transport.
+    session: HostSession
+    connect_started: float
+    connected: float
+    #: Whether the agent had to be sent to the host (it was not cached there).
+    agent_sent: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Shortage:
+    """Too few hosts could be had: the job fails for this reason."""
+
+    reason: str
+    #: Only busy hosts stood in the way (the caller's to wait for), not broken or unreachable ones.
+    client_error: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Reached:
+    """A host of a recorded job, reached again: who it is and a session to its agent."""
+
+    host: Host
+    session: HostSession
+
+
+class Backend(ABC):
+    """Finds, claims and reaches the hosts of one job."""
+
+    @abstractmethod
+    async def acquire(self, job: ProcessingJob) -> Sequence[Claimed] | Shortage:
+        """The job's hosts in algo order (algo-1 first), all of them, or a Shortage and none held."""
+
+    @abstractmethod
+    def endpoint(self, host: Host) -> Mapping[str, Any]:
+        """What the job store keeps of a claimed host: enough for reach() in another process."""
+
+    @abstractmethod
+    def reach(self, endpoint: Mapping[str, Any], job_dir: str) -> Reached:
+        """A session (not yet connected) to a host the job store names, for the job folder given."""
+
+    @abstractmethod
+    async def release(self, job: str, session: HostSession) -> None:
+        """Give back a host claimed for the job but never prepared."""
