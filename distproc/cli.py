@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import signal
 import sys
@@ -23,7 +24,15 @@ from pathlib import Path
 from typing import Any, TextIO, cast
 
 from . import __version__
-from .errors import DistprocError, InventoryError, JobExistsError, JobNotFoundError, SpecError, Violation
+from .errors import (
+    BadNextTokenError,
+    DistprocError,
+    InventoryError,
+    JobExistsError,
+    JobNotFoundError,
+    SpecError,
+    Violation,
+)
 
 EXIT_COMPLETED = 0
 EXIT_FAILED = 1
@@ -34,7 +43,7 @@ EXIT_ERROR = 4
 _STATUS_EXIT = {"Completed": EXIT_COMPLETED, "Failed": EXIT_FAILED, "Stopped": EXIT_STOPPED}
 #: The hosts hear from a following coordinator every 5 s (hostsession.PING_SECONDS).
 MIN_ORPHAN_TIMEOUT = 15.0
-_INVALID = (SpecError, InventoryError, JobExistsError, JobNotFoundError)
+_INVALID = (SpecError, InventoryError, JobExistsError, JobNotFoundError, BadNextTokenError)
 
 
 # Argument types: argparse turns their ArgumentTypeError into its usual
@@ -63,6 +72,33 @@ def _count(text: str) -> int:
     return value
 
 
+def _max_results(text: str) -> int:
+    """ListProcessingJobs' MaxResults: 1 to 100."""
+    value = _count(text)
+    if value > 100:
+        raise argparse.ArgumentTypeError(f"must be at most 100 (as ListProcessingJobs' MaxResults), not {value}")
+    return value
+
+
+def _timestamp(text: str) -> float:
+    """A time as the AWS CLI takes one: epoch seconds, or ISO 8601 (without a zone: UTC). Epoch seconds out."""
+    from datetime import UTC, datetime
+
+    try:
+        value = float(text)
+    except ValueError:
+        try:
+            moment = datetime.fromisoformat(text.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is neither epoch seconds nor an ISO 8601 time (like 2026-01-31T12:00:00Z)"
+            ) from None
+        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
 def _positive(text: str) -> float:
     value = _number(text)
     if value <= 0:
@@ -85,6 +121,20 @@ def _orphan_timeout(text: str) -> float:
             f"not {text}"
         )
     return value
+
+
+def _wait_seconds(text: str) -> float:
+    return math.inf if text == "inf" else _positive(text)
+
+
+def _bare_wait_flag(argv: list[str]) -> list[str]:
+    """A bare `--wait-for-hosts` waits indefinitely: it must not take the job file after it as its SECONDS."""
+    out: list[str] = []
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            return out + argv[i:]
+        out.append("--wait-for-hosts=inf" if arg == "--wait-for-hosts" else arg)
+    return out
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -174,6 +224,15 @@ def _parser() -> argparse.ArgumentParser:
         help="each host stops the job's container once no coordinator has followed it this long, "
         "e.g. after a crash nobody attached to; 0: never (default 900)",
     )
+    run.add_argument(
+        "--wait-for-hosts",
+        nargs="?",
+        const=math.inf,
+        type=_wait_seconds,
+        metavar="SECONDS",
+        help="when hosts are busy with other jobs, wait for them to be given back (in order of arrival "
+        "among jobs waiting here for the same hosts) instead of failing; =SECONDS gives up after that long",
+    )
     run.set_defaults(func=cmd_run, candidates=True)
 
     validate = sub.add_parser("validate", help="check a job and inventory and print the plan")
@@ -198,11 +257,40 @@ def _parser() -> argparse.ArgumentParser:
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing until the job ends")
     logs.set_defaults(func=cmd_logs)
 
-    listing = sub.add_parser("list", help="list jobs, newest first")
-    listing.add_argument(
-        "--status", choices=("InProgress", "Completed", "Failed", "Stopping", "Stopped"), help="only jobs in this state"
+    listing = sub.add_parser(
+        "list", help="list jobs, newest first (the filters, order and paging of aws sagemaker list-processing-jobs)"
     )
-    listing.add_argument("--limit", type=_count, default=50, metavar="N", help="at most N jobs (default 50)")
+    listing.add_argument("--name-contains", metavar="TEXT", help="only jobs whose name contains TEXT (any case)")
+    listing.add_argument(
+        "--status-equals",
+        "--status",
+        dest="status",
+        choices=("InProgress", "Completed", "Failed", "Stopping", "Stopped"),
+        help="only jobs in this state",
+    )
+    for flag, what in (
+        ("--creation-time-after", "created after"),
+        ("--creation-time-before", "created before"),
+        ("--last-modified-time-after", "last modified after"),
+        ("--last-modified-time-before", "last modified before"),
+    ):
+        listing.add_argument(flag, type=_timestamp, metavar="TIME", help=f"only jobs {what} TIME (ISO 8601 or epoch)")
+    listing.add_argument(
+        "--sort-by", choices=("Name", "CreationTime", "Status"), default="CreationTime", help="(default CreationTime)"
+    )
+    listing.add_argument(
+        "--sort-order", choices=("Ascending", "Descending"), default="Descending", help="(default Descending)"
+    )
+    listing.add_argument(
+        "--max-results",
+        "--limit",
+        dest="limit",
+        type=_max_results,
+        default=50,
+        metavar="N",
+        help="at most N jobs, 1..100 (default 50); more are left to --next-token",
+    )
+    listing.add_argument("--next-token", metavar="TOKEN", help="the NextToken of the previous page, same filters")
     listing.add_argument("--json", action="store_true", help="ListProcessingJobs-shaped JSON")
     listing.set_defaults(func=cmd_list, logs=False)
 
@@ -367,6 +455,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         s3_endpoint_url=args.s3_endpoint_url,
         reconnect_window_seconds=max(1.0, args.reconnect_window),
         orphan_timeout_seconds=max(0.0, args.orphan_timeout),
+        wait_for_hosts_seconds=args.wait_for_hosts,
     )
     runner = JobRunner(job, hosts, store, str(args.inventory), options)
 
@@ -489,7 +578,7 @@ def _describe_json(store: Any, name: str) -> str:
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
-    from .store.metrics import to_csv
+    from .store.metrics import to_csv, with_sagemaker_values
 
     store = _store(args)
     store.get_job(args.name)  # an unknown job is an error, not an empty listing
@@ -497,7 +586,8 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     if args.csv:
         sys.stdout.write(to_csv(series))
     else:
-        print(json.dumps({algo: {"Samples": samples} for algo, samples in series.items()}, indent=2))
+        # Each sample as the agent read it, plus SageMaker's CloudWatch names (CPUUtilization, ...).
+        print(json.dumps({algo: {"Samples": with_sagemaker_values(s)} for algo, s in series.items()}, indent=2))
     return 0
 
 
@@ -539,13 +629,26 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from .store.views import list_text, summary_document
+    from .store.db import ListQuery
+    from .store.views import list_document, list_text
 
-    jobs = _store(args).list_jobs(limit=args.limit, status=args.status)
+    query = ListQuery(
+        name_contains=args.name_contains,
+        status=args.status,
+        created_after=args.creation_time_after,
+        created_before=args.creation_time_before,
+        modified_after=args.last_modified_time_after,
+        modified_before=args.last_modified_time_before,
+        sort_by=args.sort_by,
+        sort_order=args.sort_order,
+    )
+    page = _store(args).list_page(query, args.limit, args.next_token)
     if args.json:
-        print(json.dumps({"ProcessingJobSummaries": [summary_document(j) for j in jobs]}, indent=2))
+        print(json.dumps(list_document(page.jobs, page.next_token), indent=2))
     else:
-        print(list_text(jobs))
+        print(list_text(page.jobs))
+        if page.next_token:
+            print(f"more: --next-token {page.next_token}", file=sys.stderr)
     return 0
 
 
@@ -574,7 +677,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(_bare_wait_flag(sys.argv[1:] if argv is None else argv))
     if getattr(args, "logs", True):
         # Commands that log nothing (validate, list, describe: logs=False) skip structlog,
         # a tenth of their start-up; the import test keeps them free of it.

@@ -176,6 +176,13 @@ class JobNotFoundError(DistprocError):
         super().__init__(f"no job named {name!r} in the job store")
 
 
+class BadNextTokenError(DistprocError):
+    """A `list --next-token` that this job store did not issue, was altered, or belongs to another query."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"--next-token: {reason}; run the listing again without --next-token")
+
+
 class UnexpectedStatusError(DistprocError):
     """``wait()`` found the job Failed, where the SDK raises UnexpectedStatusException."""
 

@@ -1,8 +1,10 @@
 """The examples in examples/ run for real, and each one's job.json is the request its run.py makes.
 
-- Without the cluster: each example's ``run.py --print-request`` prints exactly
-  its job.json (placeholders ``${NAME}`` filled in), so the committed job.json
-  is what the CLI would run.
+- Without the cluster: every examples/**/job.json passes ``distproc validate``
+  as it is (local defaults under /var/tmp/distproc-examples, no placeholders),
+  and each example's ``run.py --print-request`` prints exactly its job.json
+  with the machine-dependent members (name, image, host count, paths) set to
+  the run's own, so the committed job.json is what the CLI would run.
 - On the 3-host cluster (``@pytest.mark.cluster``): each example runs through
   the Python API, as its run.py builds it, after checking that
   ``processor.request(...)`` equals the job.json; the outputs are checked
@@ -21,7 +23,6 @@ import importlib.util
 import json
 import re
 import statistics
-import string
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -49,23 +50,36 @@ CATEGORICAL = ["workclass", "marital_status", "occupation", "sex"]
 # -- helpers ---------------------------------------------------------------------------------------
 
 
-def resolve(template: Any, values: dict[str, Any]) -> Any:
-    """Fill ``${NAME}`` placeholders; a string that is only a placeholder takes the value's own type."""
-    if isinstance(template, dict):
-        return {k: resolve(v, values) for k, v in template.items()}
-    if isinstance(template, list):
-        return [resolve(v, values) for v in template]
-    if isinstance(template, str):
-        whole = re.fullmatch(r"\$\{(\w+)\}", template)
-        if whole:
-            return values[whole.group(1)]
-        return string.Template(template).substitute(values)  # KeyError on a placeholder not given
-    return template
+def _set_uri(doc: dict[str, Any], name: str, uri: str) -> None:
+    for item in [*doc.get("ProcessingInputs", []), *doc["ProcessingOutputConfig"]["Outputs"]]:
+        if name in (item.get("InputName"), item.get("OutputName")):
+            item["S3Input" if "S3Input" in item else "S3Output"]["S3Uri"] = uri
 
 
 def job_json(folder: Path, **values: Any) -> dict[str, Any]:
-    """The example's job.json with its placeholders filled."""
-    return resolve(json.loads((folder / "job.json").read_text()), values)
+    """The example's committed job.json with its machine-dependent members set to `values`.
+
+    The file holds local defaults (valid as it is); a run of run.py differs from
+    it only in these members: the job's name, image, host count and paths.
+    """
+    doc: dict[str, Any] = json.loads((folder / "job.json").read_text())
+    given = dict(values)
+    doc["ProcessingJobName"] = given.pop("JOB_NAME")
+    doc["AppSpecification"]["ImageUri"] = given.pop("IMAGE")
+    data, out = given.pop("DATA"), given.pop("OUTPUT")
+    _set_uri(doc, "data" if folder == SKLEARN else "text", f"file://{data}/")
+    if folder == SKLEARN:
+        # A ScriptProcessor copies the script into the job store when the job starts.
+        _set_uri(doc, "code", f"file://{given.pop('DISTPROC_HOME')}/data/{doc['ProcessingJobName']}/input/code/")
+        outputs = ("train", "test")
+    else:
+        doc["ProcessingResources"]["ClusterConfig"]["InstanceCount"] = given.pop("INSTANCE_COUNT")
+        _set_uri(doc, "code", f"file://{given.pop('EXAMPLE')}/code/")
+        outputs = ("combined", "partials")
+    for name in outputs:
+        _set_uri(doc, name, f"file://{out}/{name}/")
+    assert not given, f"values job_json does not know: {sorted(given)}"
+    return doc
 
 
 def run_example(folder: Path, script: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -119,6 +133,23 @@ def check_word_counts(output: Path, data: Path) -> dict[str, Any]:
 
 
 # -- the job.json files are the requests (no cluster) --------------------------------------------
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("**/job.json")), ids=lambda p: str(p.relative_to(EXAMPLES)))
+def test_every_example_job_json_is_valid_as_it_is(path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`distproc validate` passes on each committed job.json: no placeholders to fill first."""
+    from distproc import cli
+
+    assert cli.main(["validate", str(path)]) == 0, capsys.readouterr().err
+    assert "${" not in path.read_text()
+    # Its local defaults live where the examples' READMEs say.
+    for uri in re.findall(r'"S3Uri": "file://([^"]*)"', path.read_text()):
+        assert uri.startswith(("/var/tmp/distproc-examples/", "/var/tmp/distproc-demo/")), uri
+
+
+def test_the_examples_glob_finds_every_example() -> None:
+    found = {p.parent.name for p in EXAMPLES.glob("**/job.json")}
+    assert found >= {"hello", "sklearn-preprocessing", "distributed-shards"}
 
 
 def test_sklearn_job_json_is_what_run_py_requests(tmp_path: Path) -> None:

@@ -330,9 +330,11 @@ def wait_for_lines(path: Path, count: int, timeout: float = 10.0) -> list[dict[s
 SAMPLE_KEYS = {
     "t",
     "cpu_percent",
+    "cpu_count",
     "mem_used_bytes",
     "mem_total_bytes",
     "disk_used_bytes",
+    "disk_total_bytes",
     "net_rx_bytes",
     "net_tx_bytes",
     "gpus",
@@ -369,6 +371,9 @@ def test_sampler_writes_real_samples_without_pynvml(tmp_path: Path, no_pynvml: N
             assert isinstance(sample[key], int), key
         assert 0 < sample["mem_used_bytes"] < sample["mem_total_bytes"]
         assert sample["disk_used_bytes"] >= 8192
+        assert sample["cpu_count"] == os.cpu_count()
+        fs = os.statvfs(tmp_path / "work")
+        assert sample["disk_total_bytes"] == fs.f_blocks * fs.f_frsize
     assert first["cpu_percent"] is None
     later = [s["cpu_percent"] for s in rest if s["cpu_percent"] is not None]
     assert later and all(isinstance(c, float) and 0.0 <= c <= 100.0 for c in later)
@@ -531,8 +536,9 @@ def test_to_csv_flattens_hosts_and_gpus_in_a_stable_order() -> None:
     text = coord.to_csv({"algo-10": cpu_only, "algo-2": host_samples()})
     rows = [line.split(",") for line in text.splitlines()]
     header = rows[0]
-    assert header[:8] == ["host", "time", *coord.CSV_HOST_COLUMNS]
-    assert header[8:] == [f"gpu{i}_{f}" for i in (0, 1) for f in coord.CSV_GPU_COLUMNS]
+    width = 2 + len(coord.CSV_HOST_COLUMNS)
+    assert header[:width] == ["host", "time", *coord.CSV_HOST_COLUMNS]
+    assert header[width:] == [f"gpu{i}_{f}" for i in (0, 1) for f in coord.CSV_GPU_COLUMNS]
     assert [r[0] for r in rows[1:]] == ["algo-2"] * 3 + ["algo-10"]
     assert all(len(r) == len(header) for r in rows)
     first = dict(zip(header, rows[1], strict=True))
@@ -549,3 +555,52 @@ def test_to_csv_flattens_hosts_and_gpus_in_a_stable_order() -> None:
 def test_to_csv_of_nothing_is_just_the_header() -> None:
     """No hosts: one header line with no GPU columns."""
     assert coord.to_csv({}) == "host,time," + ",".join(coord.CSV_HOST_COLUMNS) + "\n"
+
+
+# --- SageMaker's CloudWatch names (issue 17 part 7) ----------------------------------------------
+
+
+def test_sagemaker_values_follow_cloudwatchs_definitions() -> None:
+    """CPUUtilization sums the cores (25% of 4 CPUs is 100); GPU metrics sum the GPUs; the rest are 0-100."""
+    sample = {
+        "cpu_percent": 25.0,
+        "cpu_count": 4,
+        "mem_used_bytes": 3,
+        "mem_total_bytes": 12,
+        "disk_used_bytes": 1,
+        "disk_total_bytes": 8,
+        "gpus": [
+            {"index": 0, "util_percent": 50.0, "mem_used_bytes": 1, "mem_total_bytes": 4},
+            {"index": 1, "util_percent": 70.0, "mem_used_bytes": 2, "mem_total_bytes": 4},
+        ],
+    }
+    assert coord.sagemaker_values(sample) == {
+        "CPUUtilization": 100.0,
+        "MemoryUtilization": 25.0,
+        "DiskUtilization": 12.5,
+        "GPUUtilization": 120.0,
+        "GPUMemoryUtilization": 75.0,
+    }
+    assert tuple(coord.sagemaker_values(sample)) == coord.SAGEMAKER_METRICS
+
+
+def test_sagemaker_values_are_none_where_a_reading_is_missing() -> None:
+    """An older agent (no cpu_count, no disk_total_bytes), no GPUs, a zero total: None, never a guess."""
+    old = {"cpu_percent": 40.0, "mem_used_bytes": 1, "mem_total_bytes": 0, "disk_used_bytes": 5, "gpus": []}
+    assert set(coord.sagemaker_values(old).values()) == {None}
+
+
+def test_summarize_and_csv_carry_the_sagemaker_names_and_keep_todays_values() -> None:
+    samples = [
+        {"t": 0.0, "cpu_percent": 10.0, "cpu_count": 2, "mem_used_bytes": 1, "mem_total_bytes": 4, "gpus": []},
+        {"t": 5.0, "cpu_percent": 30.0, "cpu_count": 2, "mem_used_bytes": 3, "mem_total_bytes": 4, "gpus": []},
+    ]
+    summary = coord.summarize(samples)
+    assert summary["cpu_percent"] == {"max": 30.0, "mean": 20.0}  # today's value, unchanged
+    assert summary["CPUUtilization"] == {"max": 60.0, "mean": 40.0}
+    assert summary["MemoryUtilization"] == {"max": 75.0, "mean": 50.0}
+    assert summary["GPUUtilization"] is None
+    rows = [line.split(",") for line in coord.to_csv({"algo-1": samples}).splitlines()]
+    second = dict(zip(rows[0], rows[2], strict=True))
+    assert (second["cpu_percent"], second["CPUUtilization"], second["MemoryUtilization"]) == ("30.0", "60.0", "75.0")
+    assert coord.with_sagemaker_values(samples)[0] == {**samples[0], **coord.sagemaker_values(samples[0])}

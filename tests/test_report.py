@@ -181,3 +181,25 @@ def test_browser_renders_the_report(tmp_path: Path) -> None:
     assert struct.unpack(">II", png[16:24]) == (1400, 2000)
     # A blank or text-only page compresses to a few kB; bars and lines in colour do not.
     assert len(png) > 40_000, len(png)
+
+
+def test_report_shows_sagemakers_cloudwatch_metrics_per_host() -> None:
+    """A table of CPUUtilization, ... (max / mean, percent), from the same samples the charts draw."""
+    samples = [
+        {"t": T0 + 2, "cpu_percent": 10.0, "cpu_count": 4, "mem_used_bytes": GiB, "mem_total_bytes": 4 * GiB},
+        {"t": T0 + 4, "cpu_percent": 30.0, "cpu_count": 4, "mem_used_bytes": 3 * GiB, "mem_total_bytes": 4 * GiB},
+    ]
+    html = render_report(job([host(1, Metrics=samples), host(2, samples=0)]))
+    table = html.split('<table id="cloudwatch">')[1].split("</table>")[0]
+    page = Elements(table)
+    assert [c for c in page.text if c.endswith("Utilization")] == [
+        "CPUUtilization",
+        "MemoryUtilization",
+        "DiskUtilization",
+        "GPUUtilization",
+        "GPUMemoryUtilization",
+    ]
+    row1 = table.split('data-host="algo-1"')[1].split("</tr>")[0]
+    assert re.findall(r'<td class="num">([^<]*)</td>', row1) == ["120.0 / 80.0", "75.0 / 50.0", "—", "—", "—"]
+    row2 = table.split('data-host="algo-2"')[1].split("</tr>")[0]
+    assert re.findall(r'<td class="num">([^<]*)</td>', row2) == ["—"] * 5

@@ -5,11 +5,15 @@ strings; MetricsSampler does the I/O on a daemon thread. The file holds, one
 JSON object per line:
 
     {"t": 1700000000.0, "gpu": {"available": false, "reason": "pynvml is not installed", ...}}
-    {"t": 1700000000.1, "cpu_percent": null, "mem_used_bytes": 1, "mem_total_bytes": 2,
-     "disk_used_bytes": 3, "net_rx_bytes": 4, "net_tx_bytes": 5, "gpus": [{"index": 0, ...}]}
+    {"t": 1700000000.1, "cpu_percent": null, "cpu_count": 4, "mem_used_bytes": 1, "mem_total_bytes": 2,
+     "disk_used_bytes": 3, "disk_total_bytes": 9, "net_rx_bytes": 4, "net_tx_bytes": 5,
+     "gpus": [{"index": 0, ...}]}
     {"t": 1700000005.1, "error": "OSError: ..."}
 
 The "gpu" line comes first so a reader knows why there are no GPU readings.
+cpu_count and disk_total_bytes (the size of the file system holding the job's
+folder) let the coordinator give SageMaker's CloudWatch metrics
+(CPUUtilization, DiskUtilization: distproc/store/metrics.py).
 Network counters are cumulative since boot; the coordinator turns them into
 rates. Standard library only (pynvml enters through gpu.py, lazily).
 """
@@ -119,6 +123,15 @@ def disk_used_bytes(path: str) -> int:
         except OSError:
             continue
     return total
+
+
+def disk_total_bytes(path: str) -> Optional[int]:
+    """Size of the file system that holds path; None if it cannot be read."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    return st.f_blocks * st.f_frsize
 
 
 def _read(path: str) -> str:
@@ -231,9 +244,11 @@ class MetricsSampler:
             {
                 "t": t,
                 "cpu_percent": cpu_percent,
+                "cpu_count": os.cpu_count(),
                 "mem_used_bytes": mem_used,
                 "mem_total_bytes": mem_total,
                 "disk_used_bytes": disk_used_bytes(self.work_path),
+                "disk_total_bytes": disk_total_bytes(self.work_path),
                 "net_rx_bytes": rx,
                 "net_tx_bytes": tx,
                 "gpus": gpus,

@@ -9,7 +9,9 @@ the backend's own. A backend:
     endpoint  what the job store keeps of a host, so that it can be reached again;
     reach     a session to a host the store names (`distproc attach`);
     release   gives back a claimed host that was never prepared (a prepared
-              host's cleanup gives itself back).
+              host's cleanup gives itself back);
+    queue_keys  names of the hosts it may claim, for the local queue of jobs
+              waiting for busy hosts (`run --wait-for-hosts`).
 """
 
 from __future__ import annotations
@@ -44,6 +46,10 @@ class Shortage:
     reason: str
     #: Only busy hosts stood in the way (the caller's to wait for), not broken or unreachable ones.
     client_error: bool
+    #: The busy hosts, each with the job that holds it: (host, job).
+    busy: tuple[tuple[str, str], ...] = ()
+    #: The busy hosts, once given back, would be enough: waiting for them can succeed (`--wait-for-hosts`).
+    enough_if_freed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +62,10 @@ class Reached:
 
 class Backend(ABC):
     """Finds, claims and reaches the hosts of one job."""
+
+    #: Set while the job waits for busy hosts (run/hostwait.py): a busy host is then
+    #: expected, said once by the wait itself rather than warned of at every round.
+    waiting_for_hosts: bool = False
 
     @abstractmethod
     async def acquire(self, job: ProcessingJob) -> Sequence[Claimed] | Shortage:
@@ -72,3 +82,11 @@ class Backend(ABC):
     @abstractmethod
     async def release(self, job: str, session: HostSession) -> None:
         """Give back a host claimed for the job but never prepared."""
+
+    def queue_keys(self) -> tuple[str, ...]:
+        """What names each host the job may use, for the job store's queue of jobs waiting for hosts.
+
+        Jobs waiting for overlapping keys are served in order of arrival
+        (run/hostwait.py). Empty: the backend queues its jobs itself.
+        """
+        return ()

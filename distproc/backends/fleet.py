@@ -54,6 +54,7 @@ class FleetBackend(Backend):
         need = job.cluster.instance_count
         window = asyncio.Semaphore(self.fan_out)
         jlog = log.bind(job=job.name)
+        holders: dict[str, str] = {}  # busy host -> the job holding it
 
         async def claim(index: int, host: Host) -> tuple[int, Claimed | None, HostCause | None, bool]:
             session = self._session(host, host.python, host.work_dir, "")
@@ -71,6 +72,7 @@ class FleetBackend(Backend):
                 return index, Claimed(host, session, started, connected, sent), None, False
             await transport.close()
             holder = answer.busy.job if answer.busy is not None else "?"
+            holders[host.name] = holder
             why = f"busy with job {holder} (lease renewed {answer.age_seconds} s ago)"
             return index, None, HostCause(host.name, why, host.address), True
 
@@ -85,7 +87,8 @@ class FleetBackend(Backend):
                 elif why is not None:
                     refused.append((why, busy))
                     # The whole reason, however long: the FailureReason may have to cut it.
-                    jlog.warning("host passed over", host=why.who, reason=why.text)
+                    say = jlog.debug if busy and self.waiting_for_hosts else jlog.warning
+                    say("host passed over", host=why.who, reason=why.text)
         if len(claims) == need:
             return [claims[i] for i in sorted(claims)]
         for found in claims.values():
@@ -97,7 +100,8 @@ class FleetBackend(Backend):
             f"too few free hosts: the job needs {need} x {job.cluster.instance_type}, "
             f"{len(claims)} could be had; " + say_once([why for why, _ in refused])
         )
-        return Shortage(reason, client_error=only_busy)
+        held = tuple((why.who, holders.get(why.who, "?")) for why, was_busy in refused if was_busy)
+        return Shortage(reason, client_error=only_busy, busy=held, enough_if_freed=len(claims) + len(held) >= need)
 
     def endpoint(self, host: Host) -> Mapping[str, Any]:
         return Endpoint.from_host(host).to_dict()
@@ -119,3 +123,7 @@ class FleetBackend(Backend):
 
     async def release(self, job: str, session: HostSession) -> None:
         await session.release(job)
+
+    def queue_keys(self) -> tuple[str, ...]:
+        # One lease per work folder on a machine: the same host under two inventories' names is one key.
+        return tuple(f"{h.address}:{h.port}:{h.work_dir}" for h in self.hosts)

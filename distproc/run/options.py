@@ -54,6 +54,9 @@ class RunOptions:
     reconnect_window_seconds: float = RECONNECT_WINDOW_SECONDS
     #: Each host stops its container once no coordinator has followed it this long (0: never).
     orphan_timeout_seconds: float = ORPHAN_TIMEOUT_SECONDS
+    #: Busy hosts: None fails the job at once ("too few free hosts"); else wait this many
+    #: seconds (math.inf: indefinitely) for them to be given back, in order of arrival.
+    wait_for_hosts_seconds: float | None = None
 
     @property
     def keepalive_interval(self) -> float:

@@ -40,6 +40,13 @@ class JobStarted:
 
 
 @dataclass(frozen=True, slots=True)
+class JobWaiting:
+    """The job waits for busy hosts (`run --wait-for-hosts`): what it waits for now."""
+
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
 class JobStopping:
     reason: str
     grace_seconds: float
@@ -151,6 +158,7 @@ class HostMetrics:
 Event = (
     JobCreated
     | JobStarted
+    | JobWaiting
     | JobStopping
     | JobFinished
     | HostAdded
@@ -186,6 +194,8 @@ class StoreSink:
                 store.create_job(job, event.arn, event.request, event.inventory, event.warnings)
             case JobStarted():
                 store.update_job(job, start_time=event.at)
+            case JobWaiting():
+                store.set_waiting_for(job, event.message)
             case JobStopping():
                 store.update_job(job, status=JobStatus.STOPPING.value, stop_requested=event.reason)
             case JobFinished(outcome=o):
@@ -265,6 +275,8 @@ class LogSink:
         match event:
             case JobCreated():
                 log.info("job created", arn=event.arn, hosts=event.hosts)
+            case JobWaiting():
+                log.warning("waiting for hosts", waiting_for=event.message)
             case JobStopping():
                 log.warning("stopping job", reason=event.reason, grace_seconds=event.grace_seconds)
             case JobFinished(outcome=o):

@@ -36,6 +36,7 @@ from ..ui.console import OutputSink
 from .context import JobContext, JobStop
 from .endofjob import EndOfJob
 from .hoststate import HostPhase, HostState
+from .hostwait import HostWait
 from .options import ORPHAN_TIMEOUT_SECONDS, RECONNECT_WINDOW_SECONDS, ProgressObserver, RunOptions
 from .outcome import FailureClass, HostOutcome, JobOutcome, JobStatus, aggregate, cut
 from .prepare import Prepare
@@ -177,7 +178,13 @@ class JobRunner:
                     self._ship_image_id = await asyncio.to_thread(local_image_id, job.app.image_uri)
                 except ImageError as exc:
                     return self._finish_early(FailureClass.CLIENT, str(exc))
-            claims = await self.backend.acquire(job)
+            if self.options.wait_for_hosts_seconds is None:
+                claims = await self.backend.acquire(job)
+            else:
+                waited = await HostWait(self.ctx, self.options.wait_for_hosts_seconds).claim()
+                if waited is None:  # stopped while waiting: no host was held
+                    return self._finish()
+                claims = waited
             if isinstance(claims, Shortage):
                 cls = FailureClass.CLIENT if claims.client_error else FailureClass.INTERNAL
                 return self._finish_early(cls, claims.reason)

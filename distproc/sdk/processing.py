@@ -20,6 +20,7 @@ outlive the job (see :class:`JobHandle`). See docs/python-api.md.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -60,6 +61,8 @@ class _Options:
     fan_out: int
     metrics_interval_seconds: float
     ship_image: bool = False
+    #: `run --wait-for-hosts[=SECONDS]`: False fails on busy hosts, True waits indefinitely, a number that long.
+    wait_for_hosts: bool | float = False
 
     def check(self, sagemaker_session: Any) -> None:
         problems = []
@@ -78,6 +81,9 @@ class _Options:
         ):
             if value < least:
                 problems.append(Violation(field, f"must be at least {least} (got {value})"))
+        wait = self.wait_for_hosts
+        if not isinstance(wait, (bool, int, float)) or (not isinstance(wait, bool) and not wait > 0):
+            problems.append(Violation("wait_for_hosts", f"must be True, False or seconds more than 0 (got {wait!r})"))
         if problems:
             raise SpecError(problems, source=paths.SOURCE)
 
@@ -91,7 +97,15 @@ class _Options:
             s3_endpoint_url=self.s3_endpoint_url,
             metrics_interval_seconds=self.metrics_interval_seconds,
             ship_image=self.ship_image,
+            wait_for_hosts_seconds=_wait_seconds(self.wait_for_hosts),
         )
+
+
+def _wait_seconds(wait: bool | float) -> float | None:
+    """wait_for_hosts as RunOptions has it: None (no waiting), math.inf (indefinitely) or seconds."""
+    if isinstance(wait, bool):
+        return math.inf if wait else None
+    return float(wait)
 
 
 class Processor:
@@ -133,6 +147,7 @@ class Processor:
         fan_out: int = 64,
         metrics_interval_seconds: float = 5.0,
         ship_image: bool = False,
+        wait_for_hosts: bool | float = False,
     ) -> None:
         self.role = role
         self.image_uri = image_uri
@@ -162,6 +177,7 @@ class Processor:
             fan_out,
             metrics_interval_seconds,
             ship_image,
+            wait_for_hosts,
         )
         self._options.check(sagemaker_session)
 
@@ -315,6 +331,7 @@ class ScriptProcessor(Processor):
         fan_out: int = 64,
         metrics_interval_seconds: float = 5.0,
         ship_image: bool = False,
+        wait_for_hosts: bool | float = False,
     ) -> None:
         # Everything but `command` is Processor's, under the same name: forwarded as it came,
         # so the two lists meet in one place (tests/test_processing_api.py holds the

@@ -8,17 +8,21 @@ Lives under DISTPROC_HOME, by default $XDG_STATE_HOME/distproc (that is
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import json
 import os
+import socket
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..errors import JobExistsError, JobNotFoundError, StoreError
+from ..errors import BadNextTokenError, JobExistsError, JobNotFoundError, StoreError
 from ..userfiles import inside
 
 _SCHEMA = """
@@ -68,6 +72,18 @@ CREATE TABLE IF NOT EXISTS metrics (
     samples TEXT NOT NULL,
     PRIMARY KEY (job, algo)
 );
+-- Jobs waiting for busy hosts (`run --wait-for-hosts`), in order of arrival (seq):
+-- the hosts each may use, and what it waits for now (describe shows it).
+CREATE TABLE IF NOT EXISTS waiting (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    job TEXT NOT NULL UNIQUE REFERENCES jobs(name) ON DELETE CASCADE,
+    arrival REAL NOT NULL,
+    hosts TEXT NOT NULL,
+    machine TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    seen REAL NOT NULL,
+    message TEXT
+);
 """
 
 _JOB_FIELDS = {
@@ -82,6 +98,9 @@ _JOB_FIELDS = {
 }
 _HOST_FIELDS = {"status", "exit_code", "start_time", "end_time", "message", "error"}
 
+#: A waiting job's coordinator says it is alive at least every round of asking the hosts (at most
+#: 30 s apart, plus the asking); one silent this long has died, and its place in the queue is dropped.
+WAITER_STALE_SECONDS = 300.0
 #: Writes that may wait (events, a host's times and Preparing status, metric samples) wait
 #: at most this long inside a running event loop, then go in one transaction with the rest.
 COALESCE_SECONDS = 0.2
@@ -129,6 +148,8 @@ class JobRecord:
     stop_requested: str | None
     coordinator_pid: int | None
     hosts: tuple[HostRecord, ...]
+    #: What the job waits for while `run --wait-for-hosts` waits for busy hosts; None otherwise.
+    waiting_for: str | None = None
 
 
 #: Columns stored as JSON text, and what each becomes in its record.
@@ -146,6 +167,43 @@ def _record(cls: type[_R], row: sqlite3.Row, **given: Any) -> _R:
             convert = _JSON_COLUMNS.get(field.name)
             values[field.name] = value if convert is None else convert(json.loads(value))
     return cls(**values)
+
+
+#: ListProcessingJobs' SortBy -> the column it orders by (the name breaks ties, so pages never overlap).
+SORT_COLUMNS: Mapping[str, str] = {"Name": "name", "CreationTime": "creation_time", "Status": "status"}
+#: ListProcessingJobs' bounds on MaxResults and on a NextToken's length.
+MAX_RESULTS = 100
+MAX_TOKEN_CHARS = 8192
+
+
+@dataclass(frozen=True, slots=True)
+class ListQuery:
+    """ListProcessingJobs' filters and order; the times are epoch seconds, bounds excluded, as AWS's."""
+
+    name_contains: str | None = None
+    status: str | None = None
+    created_after: float | None = None
+    created_before: float | None = None
+    modified_after: float | None = None
+    modified_before: float | None = None
+    sort_by: str = "CreationTime"
+    sort_order: str = "Descending"
+
+    def __post_init__(self) -> None:
+        if self.sort_by not in SORT_COLUMNS:
+            raise ValueError(f"sort_by must be one of {sorted(SORT_COLUMNS)}, not {self.sort_by!r}")
+        if self.sort_order not in ("Ascending", "Descending"):
+            raise ValueError(f"sort_order must be Ascending or Descending, not {self.sort_order!r}")
+
+    def fingerprint(self) -> str:
+        """What a NextToken is bound to: a token from one query is refused by another."""
+        return hashlib.sha256(json.dumps([getattr(self, f.name) for f in fields(self)]).encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True, slots=True)
+class JobPage:
+    jobs: list[JobRecord]
+    next_token: str | None
 
 
 class Store:
@@ -366,15 +424,183 @@ class Store:
             raise StoreError(f"job store {self.home / 'jobs.db'}: {exc}") from exc
         if row is None:
             raise JobNotFoundError(name)
-        return _record(JobRecord, row, hosts=tuple(_record(HostRecord, h) for h in hosts))
+        waiting = self._db.execute("SELECT message FROM waiting WHERE job = ?", (name,)).fetchone()
+        return _record(
+            JobRecord,
+            row,
+            hosts=tuple(_record(HostRecord, h) for h in hosts),
+            waiting_for=waiting["message"] if waiting is not None else None,
+        )
 
     def list_jobs(self, limit: int = 100, status: str | None = None) -> list[JobRecord]:
-        query = "SELECT name FROM jobs"
-        args: tuple[Any, ...] = ()
-        if status:
-            query += " WHERE status = ?"
-            args = (status,)
-        query += " ORDER BY creation_time DESC LIMIT ?"
+        """The newest jobs first, at most `limit` of them."""
+        return self.list_page(ListQuery(status=status), min(limit, MAX_RESULTS)).jobs
+
+    def list_page(self, query: ListQuery, max_results: int = MAX_RESULTS, next_token: str | None = None) -> JobPage:
+        """One page of ListProcessingJobs: filtered, ordered and cut in SQL, continuing after `next_token`.
+
+        Paging is by key (the last row's sort value and name), so a page never
+        repeats or skips a job that existed when the first page was read, and
+        jobs added meanwhile appear where their order puts them.
+        """
+        if not 1 <= max_results <= MAX_RESULTS:
+            raise ValueError(f"max_results must be 1..{MAX_RESULTS}, not {max_results}")
+        column = SORT_COLUMNS[query.sort_by]
+        direction, beyond = ("ASC", ">") if query.sort_order == "Ascending" else ("DESC", "<")
+        where: list[str] = []
+        args: list[Any] = []
+        if query.name_contains:  # instr, not LIKE: a % or _ in the filter means itself
+            where.append("instr(lower(name), lower(?)) > 0")
+            args.append(query.name_contains)
+        for sql, value in (
+            ("status = ?", query.status),
+            ("creation_time > ?", query.created_after),
+            ("creation_time < ?", query.created_before),
+            ("last_modified > ?", query.modified_after),
+            ("last_modified < ?", query.modified_before),
+        ):
+            if value is not None:
+                where.append(sql)
+                args.append(value)
+        if next_token is not None:
+            last_value, last_name = self._read_token(next_token, query)
+            if column == "name":
+                where.append(f"name {beyond} ?")
+                args.append(last_name)
+            else:
+                where.append(f"({column} {beyond} ? OR ({column} = ? AND name {beyond} ?))")
+                args += [last_value, last_value, last_name]
+        # Column and direction come from the fixed tables above, never from input.
+        sql = "SELECT name, " + column + " AS sort_value FROM jobs"  # noqa: S608
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += f" ORDER BY {column} {direction}, name {direction} LIMIT ?"
         self.flush()
-        names = [r["name"] for r in self._db.execute(query, (*args, limit)).fetchall()]
-        return [self.get_job(n) for n in names]
+        try:
+            rows = self._db.execute(sql, (*args, max_results + 1)).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"job store {self.home / 'jobs.db'}: {exc}") from exc
+        more = len(rows) > max_results
+        rows = rows[:max_results]
+        token = self._make_token(query, rows[-1]["sort_value"], rows[-1]["name"]) if more else None
+        return JobPage([self.get_job(r["name"]) for r in rows], token)
+
+    # NextToken: the page's last key and the query's fingerprint, signed (HMAC-SHA256) with a key kept
+    # in the store, so a token cannot be altered, forged or replayed against another query unnoticed.
+
+    def _token_key(self) -> bytes:
+        path = self.home / "list-token.key"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            with path.open("rb") as f:
+                key = f.read(64)  # bounded: the key is 32 bytes
+            if len(key) >= 32:
+                return key
+            raise StoreError(f"{path} is damaged (shorter than 32 bytes): delete it to make a new one") from None
+        except OSError as exc:
+            raise StoreError(f"cannot create {path}: {exc.strerror}") from exc
+        key = os.urandom(32)
+        with os.fdopen(fd, "wb") as f:
+            f.write(key)
+        return key
+
+    def _sign(self, payload: bytes) -> str:
+        return hmac.new(self._token_key(), payload, hashlib.sha256).hexdigest()
+
+    def _make_token(self, query: ListQuery, value: Any, name: str) -> str:
+        payload = json.dumps({"q": query.fingerprint(), "k": [value, name]}, separators=(",", ":")).encode()
+        return base64.urlsafe_b64encode(payload).decode().rstrip("=") + "." + self._sign(payload)
+
+    def _read_token(self, token: str, query: ListQuery) -> tuple[Any, str]:
+        if len(token) > MAX_TOKEN_CHARS:
+            raise BadNextTokenError(f"longer than {MAX_TOKEN_CHARS} characters")
+        body, _, signature = token.partition(".")
+        try:
+            payload = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+        except ValueError:
+            raise BadNextTokenError("not a token this job store issued") from None
+        if not signature.isascii() or not hmac.compare_digest(signature, self._sign(payload)):
+            raise BadNextTokenError("not a token this job store issued (or it was altered)")
+        data = json.loads(payload)  # signed by us: well formed
+        if data["q"] != query.fingerprint():
+            raise BadNextTokenError(
+                "issued for other filters or another order; give the same filters, --sort-by and --sort-order"
+            )
+        value, name = data["k"]
+        return value, str(name)
+
+    # -- jobs waiting for busy hosts (`run --wait-for-hosts`) -------------------
+    #
+    # A local queue, fair among the coordinators that share this store: a waiting
+    # job tries to claim only when no job that arrived before it and may use one
+    # of the same hosts is still waiting. Coordinators with other stores (other
+    # machines, other DISTPROC_HOMEs) are not in it: between them the host's
+    # lease decides, first come first served.
+
+    def join_queue(self, job: str, hosts: Sequence[str]) -> None:
+        """The job waits for some of `hosts` (keys naming each host's lease) from now on."""
+        now = time.time()
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO waiting (job, arrival, hosts, machine, pid, seen) VALUES (?, ?, ?, ?, ?, ?)",
+                (job, now, json.dumps(sorted(set(hosts))), socket.gethostname(), os.getpid(), now),
+            )
+
+    def leave_queue(self, job: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM waiting WHERE job = ?", (job,))
+
+    def set_waiting_for(self, job: str, message: str) -> None:
+        """What the waiting job waits for now, for `describe`."""
+        with self._tx() as db:
+            db.execute("UPDATE waiting SET message = ? WHERE job = ?", (message, job))
+
+    def waiting_ahead(self, job: str) -> list[str]:
+        """The jobs still waiting that arrived before `job` and may use one of its hosts, oldest first.
+
+        Each call says that `job`'s coordinator is alive. A waiter whose
+        coordinator died (killed before it could leave the queue) no longer
+        counts, and its row is removed: at once on this machine (its process is
+        gone), after WAITER_STALE_SECONDS of silence from another machine.
+        """
+        now = time.time()
+        with self._tx() as db:
+            db.execute("UPDATE waiting SET seen = ? WHERE job = ?", (now, job))
+            mine = db.execute("SELECT seq, hosts FROM waiting WHERE job = ?", (job,)).fetchone()
+            if mine is None:
+                return []
+            wanted = set(json.loads(mine["hosts"]))
+            rows = db.execute(
+                "SELECT job, hosts, machine, pid, seen FROM waiting WHERE seq < ? ORDER BY seq", (mine["seq"],)
+            ).fetchall()
+            here = socket.gethostname()
+            ahead: list[str] = []
+            for row in rows:
+                gone = not _pid_alive(row["pid"]) if row["machine"] == here else False
+                if gone or now - row["seen"] > WAITER_STALE_SECONDS:
+                    db.execute("DELETE FROM waiting WHERE job = ?", (row["job"],))
+                elif wanted & set(json.loads(row["hosts"])):
+                    ahead.append(row["job"])
+            return ahead
+
+    def queue_mark(self) -> tuple[int, int, float]:
+        """Changes to this mark when a host may have been given back here: a job ended, or a waiter left.
+
+        Cheap enough to read every second; the hosts' leases are asked far less often.
+        """
+        self.flush()
+        ended = self._db.execute("SELECT count(*), coalesce(max(end_time), 0) FROM jobs WHERE end_time IS NOT NULL")
+        count, last = ended.fetchone()
+        waiters = self._db.execute("SELECT coalesce(sum(seq), 0) FROM waiting").fetchone()[0]
+        return int(waiters), int(count), float(last)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process, but alive
+    return True

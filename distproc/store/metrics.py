@@ -24,6 +24,15 @@ GPU_GAUGES = ("util_percent", "mem_used_bytes", "power_watts", "temperature_c")
 # Counters since boot, summarised as bytes per second between samples.
 NET_COUNTERS = (("net_rx_bytes", "net_rx_bytes_per_s"), ("net_tx_bytes", "net_tx_bytes_per_s"))
 
+#: SageMaker's CloudWatch metrics for processing jobs (namespace /aws/sagemaker/ProcessingJobs,
+#: dimension Host = <job>/algo-K), all in CloudWatch's unit Percent, as AWS's "Metrics for
+#: monitoring Amazon SageMaker AI with Amazon CloudWatch" (monitoring-cloudwatch) defines them:
+#: CPUUtilization is the sum over cores (0-100 each: 0-400 with 4 vCPUs); GPUUtilization and
+#: GPUMemoryUtilization are summed over GPUs likewise; MemoryUtilization and DiskUtilization are 0-100.
+#: distproc derives them from its own readings (sagemaker_values), which it keeps too.
+SAGEMAKER_METRICS = ("CPUUtilization", "MemoryUtilization", "DiskUtilization", "GPUUtilization", "GPUMemoryUtilization")
+SAGEMAKER_UNIT = "Percent"
+
 CSV_HOST_COLUMNS = (
     "cpu_percent",
     "mem_used_bytes",
@@ -31,6 +40,9 @@ CSV_HOST_COLUMNS = (
     "disk_used_bytes",
     "net_rx_bytes",
     "net_tx_bytes",
+    "cpu_count",
+    "disk_total_bytes",
+    *SAGEMAKER_METRICS,
 )
 CSV_GPU_COLUMNS = ("util_percent", "mem_used_bytes", "mem_total_bytes", "power_watts", "temperature_c")
 
@@ -75,6 +87,41 @@ def _rate(samples: list[dict[str, Any]], key: str) -> Stat:
     return {"max": max(rates), "mean": moved / elapsed}
 
 
+def _percent(part: Any, whole: Any) -> float | None:
+    p, w = _number(part), _number(whole)
+    return None if p is None or w is None or w <= 0 else round(100.0 * p / w, 2)
+
+
+def _sum(values: Iterable[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return round(sum(present), 2) if present else None
+
+
+def sagemaker_values(sample: dict[str, Any]) -> dict[str, float | None]:
+    """One sample's SAGEMAKER_METRICS, in percent; None where a reading is missing.
+
+    CPUUtilization is the host's CPU share times its CPU count (SageMaker sums the
+    cores); memory is MemTotal - MemAvailable over MemTotal; disk is the job's folder
+    over the size of its file system (on SageMaker the job has a volume of its own,
+    here it shares the host's); the GPU metrics are summed over the host's GPUs.
+    A sample from an agent without cpu_count or disk_total_bytes gives None for those.
+    """
+    cpu, count = _number(sample.get("cpu_percent")), _number(sample.get("cpu_count"))
+    gpus = [r for r in sample.get("gpus") or () if isinstance(r, dict)]
+    return {
+        "CPUUtilization": None if cpu is None or count is None else round(cpu * count, 2),
+        "MemoryUtilization": _percent(sample.get("mem_used_bytes"), sample.get("mem_total_bytes")),
+        "DiskUtilization": _percent(sample.get("disk_used_bytes"), sample.get("disk_total_bytes")),
+        "GPUUtilization": _sum(_number(g.get("util_percent")) for g in gpus),
+        "GPUMemoryUtilization": _sum(_percent(g.get("mem_used_bytes"), g.get("mem_total_bytes")) for g in gpus),
+    }
+
+
+def with_sagemaker_values(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The samples as read, each with its SAGEMAKER_METRICS added (`distproc metrics`)."""
+    return [{**s, **sagemaker_values(s)} for s in samples]
+
+
 def _gpu_indexes(samples: Iterable[dict[str, Any]]) -> list[int]:
     found = set()
     for sample in samples:
@@ -93,7 +140,8 @@ def summarize(samples: list[dict[str, Any]]) -> dict[str, Any]:
     """Max and mean of each metric of one host's samples, None values ignored.
 
     Returns {"samples": n, "cpu_percent": {"max", "mean"}, "mem_used_bytes": ...,
-    "disk_used_bytes": ..., "net_rx_bytes_per_s": ..., "net_tx_bytes_per_s": ...,
+    "disk_used_bytes": ..., "CPUUtilization": ... (each of SAGEMAKER_METRICS),
+    "net_rx_bytes_per_s": ..., "net_tx_bytes_per_s": ...,
     "gpus": [{"index": 0, "util_percent": {"max", "mean"}, "mem_used_bytes": ...,
     "power_watts": ..., "temperature_c": ...}]}; a metric with no value at all
     is None. Network counters become rates (see _rate), since their raw
@@ -102,6 +150,9 @@ def summarize(samples: list[dict[str, Any]]) -> dict[str, Any]:
     summary: dict[str, Any] = {"samples": len(samples)}
     for key in HOST_GAUGES:
         summary[key] = _stat(s.get(key) for s in samples)
+    named = [sagemaker_values(s) for s in samples]
+    for key in SAGEMAKER_METRICS:
+        summary[key] = _stat(v[key] for v in named)
     for counter, name in NET_COUNTERS:
         summary[name] = _rate(samples, counter)
     readings = [_gpu_readings(s) for s in samples]
@@ -150,7 +201,8 @@ def to_csv(series: dict[str, list[dict[str, Any]]]) -> str:
         for sample in series[host]:
             readings = _gpu_readings(sample)
             row = [host, _iso(sample.get("t"))]
-            row += [_cell(sample.get(key)) for key in CSV_HOST_COLUMNS]
+            values = {**sample, **sagemaker_values(sample)}
+            row += [_cell(values.get(key)) for key in CSV_HOST_COLUMNS]
             row += [_cell(readings.get(i, {}).get(f)) for i, f in gpu_columns]
             writer.writerow(row)
     return out.getvalue()

@@ -24,11 +24,22 @@ _ECHOED = (
     "NetworkConfig",
     "RoleArn",
     "ExperimentConfig",
+    # Set by SageMaker when a monitoring schedule, an AutoML job or a training job (Debugger rules)
+    # started the processing job. No distproc job is started that way, so these appear only when a
+    # stored request carries them (a job brought over from SageMaker).
+    "MonitoringScheduleArn",
+    "AutoMLJobArn",
+    "TrainingJobArn",
 )
 
 
 def iso(t: float | None) -> str | None:
     return None if t is None else datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds")
+
+
+def _set_only(members: dict[str, Any]) -> dict[str, Any]:
+    """AWS leaves unset members out of its answers (no nulls): so do describe and list."""
+    return {k: v for k, v in members.items() if v is not None}
 
 
 def gpu_note(gpu: dict[str, Any] | None) -> str | None:
@@ -53,17 +64,23 @@ def describe_document(
         if key in job.request:
             doc[key] = job.request[key]
     doc.update(
-        ProcessingJobStatus=job.status,
-        ExitMessage=job.exit_message,
-        FailureReason=job.failure_reason,
-        CreationTime=iso(job.creation_time),
-        ProcessingStartTime=iso(job.start_time),
-        ProcessingEndTime=iso(job.end_time),
-        LastModifiedTime=iso(job.last_modified),
+        _set_only(
+            dict(
+                ProcessingJobStatus=job.status,
+                ExitMessage=job.exit_message,
+                FailureReason=job.failure_reason,
+                CreationTime=iso(job.creation_time),
+                ProcessingStartTime=iso(job.start_time),
+                ProcessingEndTime=iso(job.end_time),
+                LastModifiedTime=iso(job.last_modified),
+            )
+        )
     )
     doc["Distproc"] = {
         "StopReason": job.stop_reason,
         "StopRequested": job.stop_requested,
+        # While `run --wait-for-hosts` waits: what for ("waiting for 2 hosts of ...: h1 busy with job X").
+        "WaitingFor": job.waiting_for,
         "Inventory": job.inventory,
         "Warnings": list(job.warnings),
         "Hosts": [
@@ -133,17 +150,27 @@ def timeline_text(job: JobRecord, timeline: dict[str, list[Phase]]) -> str:
 
 
 def summary_document(job: JobRecord) -> dict[str, Any]:
-    """One ProcessingJobSummary, as ListProcessingJobs gives it."""
-    return {
-        "ProcessingJobName": job.name,
-        "ProcessingJobArn": job.arn,
-        "CreationTime": iso(job.creation_time),
-        "ProcessingEndTime": iso(job.end_time),
-        "LastModifiedTime": iso(job.last_modified),
-        "ProcessingJobStatus": job.status,
-        "FailureReason": job.failure_reason,
-        "ExitMessage": job.exit_message,
-    }
+    """One ProcessingJobSummary, as ListProcessingJobs gives it (unset members left out)."""
+    return _set_only(
+        {
+            "ProcessingJobName": job.name,
+            "ProcessingJobArn": job.arn,
+            "CreationTime": iso(job.creation_time),
+            "ProcessingEndTime": iso(job.end_time),
+            "LastModifiedTime": iso(job.last_modified),
+            "ProcessingJobStatus": job.status,
+            "FailureReason": job.failure_reason,
+            "ExitMessage": job.exit_message,
+        }
+    )
+
+
+def list_document(jobs: list[JobRecord], next_token: str | None) -> dict[str, Any]:
+    """ListProcessingJobs' answer: the summaries, and NextToken when there are more."""
+    doc: dict[str, Any] = {"ProcessingJobSummaries": [summary_document(j) for j in jobs]}
+    if next_token is not None:
+        doc["NextToken"] = next_token
+    return doc
 
 
 def _duration(start: float | None, end: float | None) -> str:
@@ -160,6 +187,8 @@ def describe_text(job: JobRecord) -> str:
     ]
     if job.failure_reason:
         lines.append(f"FailureReason:  {job.failure_reason}")
+    if job.waiting_for:
+        lines.append(f"WaitingFor:     {job.waiting_for}")
     if job.stop_reason:
         lines.append(f"StopReason:     {job.stop_reason}")
     if job.exit_message:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from ..store.metrics import SAGEMAKER_METRICS, summarize
 from .svg import PALETTE, Bar, Series, bytes_figure, color, esc, figure, gantt, legend
 
 __all__ = ["PHASES", "render_report"]
@@ -90,6 +91,8 @@ class _Host:
     phases: tuple[_Phase, ...]
     samples: tuple[_Sample, ...]
     gpu_note: str | None
+    #: SAGEMAKER_METRICS name -> {"max", "mean"} over the samples (None: no reading).
+    cloudwatch: Mapping[str, Mapping[str, float] | None]
 
 
 def _num(v: Any) -> float | None:
@@ -128,6 +131,11 @@ def _host(h: Mapping[str, Any]) -> _Host:
         phases=phases,
         samples=samples,
         gpu_note=None if note is None else str(note),
+        cloudwatch={
+            k: v
+            for k, v in summarize([dict(s) for s in h.get("Metrics") or () if isinstance(s, Mapping)]).items()
+            if k in SAGEMAKER_METRICS
+        },
     )
 
 
@@ -205,6 +213,26 @@ def _table(hosts: Sequence[_Host], phases: Sequence[str], end: float) -> str:
         )
         out.append(f'<tr class="host-row" data-host="{esc(h.algo)}">{tds}</tr>')
     return "".join(out) + "</tbody></table>"
+
+
+def _cloudwatch(hosts: Sequence[_Host]) -> str:
+    """Each host's SageMaker CloudWatch metrics (CPUUtilization, ...), max / mean, in percent."""
+
+    def cell(stat: Mapping[str, float] | None) -> str:
+        return "—" if stat is None else f"{stat['max']:.1f} / {stat['mean']:.1f}"
+
+    ths = "".join(f"<th>{esc(c)}</th>" for c in ("Host", *SAGEMAKER_METRICS))
+    rows = "".join(
+        f'<tr data-host="{esc(h.algo)}"><td>{esc(h.algo)}</td>'
+        + "".join(f'<td class="num">{cell(h.cloudwatch.get(k))}</td>' for k in SAGEMAKER_METRICS)
+        + "</tr>"
+        for h in hosts
+    )
+    return (
+        '<table id="cloudwatch"><caption>SageMaker\'s CloudWatch metrics, in percent: max / mean over the'
+        " samples (CPU and GPU ones summed over cores and GPUs, as SageMaker does)</caption>"
+        f"<thead><tr>{ths}</tr></thead><tbody>{rows}</tbody></table>"
+    )
 
 
 def _timeline(hosts: Sequence[_Host], phases: Sequence[str], origin: float, end: float) -> str:
@@ -301,6 +329,6 @@ def render_report(doc: Mapping[str, Any]) -> str:
         f"{_header(doc, origin, end)}"
         f"<h2>Hosts</h2>{_table(hosts, phases, end)}"
         f"<h2>Timeline</h2>{_timeline(hosts, phases, origin, end)}"
-        f'<h2>Metrics</h2><section id="metrics">{_metrics(hosts, origin, end)}</section>'
+        f'<h2>Metrics</h2>{_cloudwatch(hosts)}<section id="metrics">{_metrics(hosts, origin, end)}</section>'
         "</body></html>\n"
     )
