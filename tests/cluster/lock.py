@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 from tests.cluster.config import ClusterConfig
 from tests.cluster.constants import ClusterError
@@ -19,11 +20,18 @@ def cluster_lock(cfg: ClusterConfig, wait: float | None = None) -> Iterator[None
     One test session per machine: if another holds the lock, wait for it up to
     ``wait`` seconds (default DISTPROC_TEST_LOCK_WAIT, else 600), then fail.
     """
+    with path_lock(cfg.lock_file, wait, what="the test cluster"):
+        yield
+
+
+@contextlib.contextmanager
+def path_lock(lock_file: Path, wait: float | None = None, *, what: str) -> Iterator[None]:
+    """Hold the machine-wide lock ``lock_file`` (flock), waiting for another holder as cluster_lock does."""
     if wait is None:
         raw = os.environ.get("DISTPROC_TEST_LOCK_WAIT", "")
         wait = float(raw) if raw.strip() else 600.0
-    cfg.lock_file.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(cfg.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o600)
 
     def acquired() -> bool:
         try:
@@ -34,13 +42,13 @@ def cluster_lock(cfg: ClusterConfig, wait: float | None = None) -> Iterator[None
 
     try:
         if not acquired():
-            _log(f"another session is using the test cluster ({cfg.lock_file}); waiting up to {wait:g}s")
+            _log(f"another session is using {what} ({lock_file}); waiting up to {wait:g}s")
             try:
-                _wait_for("the test-cluster lock", acquired, timeout=wait, interval=0.5)
+                _wait_for(f"the lock of {what}", acquired, timeout=wait, interval=0.5)
             except ClusterError:
                 raise ClusterError(
-                    f"another process has been using the test cluster for over {wait:g}s "
-                    f"({cfg.lock_file} is locked); one test session per machine"
+                    f"another process has been using {what} for over {wait:g}s "
+                    f"({lock_file} is locked); one test session per machine"
                 ) from None
         yield
     finally:

@@ -7,7 +7,9 @@ the cluster's bridge, one per module) and ``s3env`` (``env`` with that endpoint)
 A test that uses ``cluster`` (directly or through another fixture) must carry
 ``@pytest.mark.cluster`` (module-wide: ``pytestmark = pytest.mark.cluster``),
 so that ``-m "not cluster"`` selects exactly the tests that need no root,
-namespaces, sshd or dockerd. Collection stops with an error otherwise.
+namespaces, sshd or dockerd. Collection stops with an error otherwise. The
+same holds for the ``slurm`` fixture (tests/slurm/plugin.py): its tests carry
+both ``@pytest.mark.slurm`` and ``@pytest.mark.cluster``.
 """
 
 from __future__ import annotations
@@ -37,12 +39,29 @@ def _uses_cluster(item: pytest.Item) -> bool:
     return "cluster" in getattr(item, "fixturenames", ())
 
 
+def _uses_slurm(item: pytest.Item) -> bool:
+    return "slurm" in getattr(item, "fixturenames", ())
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     unmarked = [i.nodeid for i in items if _uses_cluster(i) and not i.get_closest_marker("cluster")]
     if unmarked:
         raise pytest.UsageError(
             "these tests use the `cluster` fixture but lack @pytest.mark.cluster:\n  " + "\n  ".join(unmarked)
+        )
+    # The Slurm test cluster (tests/slurm/) also needs root and namespaces: `-m "not cluster"`
+    # must leave its tests out, and `-m slurm` must pick exactly them.
+    unmarked = [
+        i.nodeid
+        for i in items
+        if _uses_slurm(i) and not (i.get_closest_marker("cluster") and i.get_closest_marker("slurm"))
+    ]
+    mismarked = [i.nodeid for i in items if i.get_closest_marker("slurm") and not _uses_slurm(i)]
+    if unmarked or mismarked:
+        raise pytest.UsageError(
+            "these tests use the `slurm` fixture but lack @pytest.mark.slurm and @pytest.mark.cluster,"
+            " or carry @pytest.mark.slurm without using it:\n  " + "\n  ".join(unmarked + mismarked)
         )
     first = next((i for i in items if _uses_cluster(i)), None)
     if first is not None:
