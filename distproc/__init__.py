@@ -40,15 +40,18 @@ if TYPE_CHECKING:
     from .run.options import RunOptions
     from .run.outcome import JobOutcome, JobStatus
     from .run.runner import JobRunner
+    from .sdk.frameworks import PySparkProcessor, SKLearnProcessor
     from .sdk.processing import (
         JobHandle,
         ProcessingInput,
+        ProcessingJob,
         ProcessingOutput,
         Processor,
         ScriptProcessor,
         UnexpectedStatusError,
     )
-    from .spec import ProcessingJob, load_job, parse_job
+    from .sdk.session import Session
+    from .spec import JobSpec, load_job, parse_job
     from .store.db import Store
 
 __version__ = "0.1.0"
@@ -66,14 +69,18 @@ __all__ = [
     "JobNotFoundError",
     "JobOutcome",
     "JobRunner",
+    "JobSpec",
     "JobStatus",
     "ProcessingInput",
     "ProcessingJob",
     "ProcessingOutput",
     "Processor",
+    "PySparkProcessor",
     "RemoteCommandError",
     "RunOptions",
+    "SKLearnProcessor",
     "ScriptProcessor",
+    "Session",
     "SpecError",
     "StagingError",
     "Store",
@@ -113,11 +120,15 @@ _HOME = {
     "JobStatus": "run.outcome",
     "JobHandle": "sdk.processing",
     "ProcessingInput": "sdk.processing",
+    "ProcessingJob": "sdk.processing",
     "ProcessingOutput": "sdk.processing",
     "Processor": "sdk.processing",
     "ScriptProcessor": "sdk.processing",
     "UnexpectedStatusError": "sdk.processing",
-    "ProcessingJob": "spec",
+    "Session": "sdk.session",
+    "SKLearnProcessor": "sdk.frameworks",
+    "PySparkProcessor": "sdk.frameworks",
+    "JobSpec": "spec",
     "load_job": "spec",
     "parse_job": "spec",
     "Store": "store.db",

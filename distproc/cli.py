@@ -347,7 +347,6 @@ def _store(args: argparse.Namespace) -> Any:
 
 
 def _load(args: argparse.Namespace) -> tuple[Any, Any]:
-    from .inventory import load_inventory, select_hosts
     from .spec import load_job, parse_job
 
     job = load_job(args.job)
@@ -356,6 +355,9 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
         job = parse_job({**job.request_dict(), "ProcessingJobName": args.job_name})
     if args.inventory is None:
         return job, None
+    # Only now: the inventory package and yaml were a quarter of `validate JOB`'s start (docs/benchmarks.md).
+    from .inventory import load_inventory, select_hosts
+
     inventory = load_inventory(args.inventory)
     hosts = select_hosts(inventory, job.cluster.instance_type, job.cluster.instance_count)
     if getattr(args, "candidates", False):

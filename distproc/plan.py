@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from .agent.protocol import DockerAccess, HostTask, OutputSpec
 from .inventory import Host
-from .spec import ProcessingInput, ProcessingJob, processing_job_config
+from .spec import JobSpec, ProcessingInput, processing_job_config
 from .userfiles import inside
 
 T = TypeVar("T")
@@ -48,7 +48,7 @@ class HostAssignment:
 
 @dataclass(frozen=True, slots=True)
 class JobPlan:
-    job: ProcessingJob
+    job: JobSpec
     arn: str
     assignments: tuple[HostAssignment, ...]
 
@@ -80,7 +80,7 @@ def job_dir(host: Host, job_name: str, algo: str) -> str:
 
 
 def build_plan(
-    job: ProcessingJob,
+    job: JobSpec,
     arn: str,
     hosts: Sequence[Host],
     listings: Mapping[str, Sequence[SourceFile]],

@@ -2,17 +2,35 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import sys
+from pathlib import Path
+
 import pytest
 
-from distproc.hosts.check import ClockReading, HostReport, Limits, assess, clock_reading, report_table
+from distproc.agent.answers import CheckAnswer
+from distproc.errors import AgentError
+from distproc.hosts.check import (
+    ClockReading,
+    HostReport,
+    Limits,
+    assess,
+    check_host,
+    clock_reading,
+    report_document,
+    report_table,
+)
+from distproc.hosts.transport import LocalTransport
 from distproc.inventory import Host
 
 HOST = Host(name="h1", address="10.0.0.2")
-FIT = {
+FIT_DOC = {
     "docker": {"ok": True, "version": "27.3.1"},
     "disk": {"free_bytes": 100 << 30, "path": "/w"},
     "python": [3, 11, 2],
 }
+FIT = CheckAnswer.from_doc(FIT_DOC)
 
 
 def test_a_host_sharing_this_clock_reads_zero_within_its_uncertainty() -> None:
@@ -52,7 +70,7 @@ def test_busy_time_longer_than_the_round_trip_is_bounded() -> None:
 
 
 def _report(name: str, docker: str, offset: float, uncertainty: float, problems: tuple[str, ...] = ()) -> HostReport:
-    measured = {**FIT, "docker": {"ok": True, "version": docker}}
+    measured = CheckAnswer.from_doc({**FIT_DOC, "docker": {"ok": True, "version": docker}})
     return HostReport(Host(name=name, address=name), measured, offset, problems, uncertainty)
 
 
@@ -74,3 +92,70 @@ def test_every_column_is_as_wide_as_its_widest_cell() -> None:
     assert lines[1].split()[5] == "+0.00±0.05s"  # within its uncertainty: 0
     assert lines[2].split()[5] == "+3.50±0.02s"
     assert lines[2].endswith("UNFIT: clock is off")
+
+
+def test_a_real_agents_check_reads_as_its_typed_answer(tmp_path: Path) -> None:
+    """`check_host` on an `ansible_connection: local` host: the agent installed and asked for real,
+    its answer read as CheckAnswer. The daemon's socket does not exist, so Docker is judged unreachable."""
+    host = Host(
+        name="self",
+        address="localhost",
+        connection="local",
+        python=sys.executable,
+        work_dir=str(tmp_path / "work"),
+        docker_host=f"unix://{tmp_path}/no-daemon.sock",
+    )
+    report = asyncio.run(asyncio.wait_for(check_host(host, Limits(min_free_bytes=1)), timeout=90))
+    assert isinstance(report.measured, CheckAnswer)
+    assert report.measured.python == tuple(sys.version_info[:3])
+    assert report.measured.gpu is None and report.measured.disk.free_bytes
+    assert report.clock_offset_seconds is not None and report.clock_uncertainty_seconds is not None
+    assert [p for p in report.problems if p.startswith("Docker is not reachable: ")] == list(report.problems)
+    doc = report_document(report)
+    assert doc["Python"] == ".".join(map(str, sys.version_info[:3])) and doc["Gpus"] is None and not doc["Fit"]
+
+
+def _answering(tmp_path: Path, answer: object, status: int = 0) -> list[str]:
+    """An agent stand-in's argv (a real command run by the real transport): prints one JSON answer."""
+    script = tmp_path / "agent.py"
+    script.write_text(f"import sys\nprint({json.dumps(json.dumps(answer))})\nsys.exit({status})\n")
+    return [sys.executable, str(script), "check"]
+
+
+def test_a_malformed_check_answer_is_an_agent_error_naming_the_field(tmp_path: Path) -> None:
+    bad = {**FIT_DOC, "disk": {"path": "/w", "free_bytes": "lots"}}
+    with pytest.raises(
+        AgentError, match=r"^h1: the agent's answer does not fit the protocol: check\.disk\.free_bytes: "
+    ):
+        asyncio.run(LocalTransport("h1").run_json(_answering(tmp_path, bad), CheckAnswer.from_doc))
+
+
+def test_an_error_answer_is_the_agents_message(tmp_path: Path) -> None:
+    """{"error": ...} is the agent's own message, however the answer is typed; none: its stderr."""
+    with pytest.raises(AgentError, match=r"^h1: no work folder$"):
+        asyncio.run(
+            LocalTransport("h1").run_json(_answering(tmp_path, {"error": "no work folder"}, 1), CheckAnswer.from_doc)
+        )
+    with pytest.raises(AgentError, match=r"^h1: no work folder$"):
+        asyncio.run(
+            LocalTransport("h1").run_json(_answering(tmp_path, {"error": "no work folder"}), CheckAnswer.from_doc)
+        )
+
+
+def test_a_gpu_host_is_judged_on_its_typed_gpu_report() -> None:
+    """GPUs are mocked here only in the sense that none exist on this machine: the agent's report is written by hand."""
+    host = Host(name="g1", address="10.0.0.9", gpus=2, gpu_mode="runtime")
+    measured = CheckAnswer.from_doc(
+        {
+            **FIT_DOC,
+            "docker": {"ok": True, "version": "27.3.1", "runtimes": ["runc"]},
+            "gpu": {"available": True, "reason": None, "driver": "550.54", "count": 1, "gpus": [{}]},
+        }
+    )
+    problems = assess(host, measured, None, Limits())
+    assert problems == (
+        "the inventory gives it 2 GPU(s), but found 1",
+        "distproc_gpu_mode is runtime, but Docker has no nvidia runtime",
+    )
+    doc = report_document(HostReport(host, measured, None, problems))
+    assert (doc["Gpus"], doc["GpuDriver"], doc["GpuNote"], doc["DockerRuntimes"]) == (1, "550.54", None, ["runc"])

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
-from distproc.run.outcome import HostCause, HostOutcome, JobStatus, aggregate, cut, exit_message, name_ranges, say_once
+from distproc.run.outcome import (
+    HostCause,
+    HostOutcome,
+    HostPhase,
+    JobStatus,
+    aggregate,
+    cut,
+    exit_message,
+    name_ranges,
+    say_once,
+)
 
 
 def host(algo: str, status: str = "Completed", code: int | None = 0, ended: float = 1.0, **kw: object) -> HostOutcome:
-    return HostOutcome(algo=algo, host=f"h{algo[-1]}", status=status, exit_code=code, ended_at=ended, **kw)  # type: ignore[arg-type]
+    return HostOutcome(algo=algo, host=f"h{algo[-1]}", status=HostPhase(status), exit_code=code, ended_at=ended, **kw)  # type: ignore[arg-type]
 
 
 def test_all_zero_is_completed() -> None:

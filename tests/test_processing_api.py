@@ -28,6 +28,7 @@ from distproc import (
 )
 from distproc.sdk.request import CodePlan, name_from_base, ship_code
 from tests.cluster.jobs import PY, Env, running_everywhere, wait_until
+from tests.sdk_snippets import seed_snippet
 
 XL = "ml.m5.xlarge"
 ROLE = "arn:aws:iam::123456789012:role/prep"
@@ -574,4 +575,88 @@ def test_stop_ends_a_running_job_as_stopped(env: Env) -> None:
     assert job.wait(logs=False).status.value == "Stopped"
     described = job.describe()
     assert described["ProcessingJobStatus"] == "Stopped"
-    assert described["Distproc"]["StopReason"] == "stopped by request (JobHandle.stop)"
+    assert described["Distproc"]["StopReason"] == "stopped by request (ProcessingJob.stop)"
+
+
+# -- issue 17: SDK snippets with only the import changed ----------------------------------------
+
+# AWS's "Run Scripts with Your Own Processing Container" (SageMaker developer guide), as written
+# there; only the import line is changed, and the placeholders filled.
+SCRIPT_SNIPPET = """\
+from sagemaker.processing import ScriptProcessor, ProcessingInput, ProcessingOutput
+
+script_processor = ScriptProcessor(command=['python3'],
+                image_uri='image_uri',
+                role='role_arn',
+                instance_count=1,
+                instance_type='ml.m5.xlarge')
+
+script_processor.run(code='preprocessing.py',
+                     inputs=[ProcessingInput(
+                        source='s3://path/to/my/input-data.csv',
+                        destination='/opt/ml/processing/input')],
+                      outputs=[ProcessingOutput(source='/opt/ml/processing/output/train'),
+                               ProcessingOutput(source='/opt/ml/processing/output/validation'),
+                               ProcessingOutput(source='/opt/ml/processing/output/test')])
+"""
+PREPROCESSING = """
+import os
+rows = open("/opt/ml/processing/input/input-data.csv").read().splitlines()
+for split in ("train", "validation", "test"):
+    os.makedirs(f"/opt/ml/processing/output/{split}", exist_ok=True)
+    with open(f"/opt/ml/processing/output/{split}/{split}.csv", "w") as fh:
+        fh.write(split + ":" + ",".join(rows))
+"""
+
+
+def defaults_for(env: Env, monkeypatch: pytest.MonkeyPatch, where: str, tmp: Path) -> None:
+    """A defaults file naming the hosts (this machine's Docker, or the 3-host cluster) and the account."""
+    inventory = env.cluster.write_inventory(tmp / "local.yaml", local=True) if where == "local" else env.inventory
+    config = tmp / "config.yaml"
+    config.write_text(f'inventory: {inventory}\naccount_id: "123456789012"\n')
+    monkeypatch.setenv("DISTPROC_CONFIG", str(config))
+    monkeypatch.setenv("DISTPROC_HOME", str(env.home))
+    monkeypatch.delenv("DISTPROC_INVENTORY", raising=False)
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("where", ["local", "cluster"])
+def test_seed_snippet_runs_with_only_the_import_changed(
+    env: Env, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, where: str
+) -> None:
+    """The seed documents' Processor snippet: no inventory=, a role name; the job Completes as the SDK's would."""
+    defaults_for(env, monkeypatch, where, tmp_path)
+    source = env.data / "in"
+    source.mkdir()
+    (source / "rows.csv").write_text("1\n2\n")
+    namespace: dict[str, Any] = {"role": "MyProcessingRole"}
+    exec(compile(seed_snippet(PY, source, env.data / "out"), "seed-snippet", "exec"), namespace)
+    described = namespace["processor"].latest_job.describe()
+    assert described["ProcessingJobStatus"] == "Completed"
+    assert described["RoleArn"] == "arn:aws:iam::123456789012:role/MyProcessingRole"
+    assert described["ProcessingInputs"][0]["S3Input"]["S3Uri"] == source.as_uri() + "/"
+    assert described["ProcessingOutputConfig"]["Outputs"][0]["S3Output"]["S3Uri"] == (env.data / "out").as_uri() + "/"
+
+
+@pytest.mark.cluster
+def test_aws_script_processor_snippet_runs_with_only_the_import_changed(
+    env: Env, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """AWS's ScriptProcessor example on the 3-host cluster: the script's three outputs land in the job store."""
+    defaults_for(env, monkeypatch, "cluster", tmp_path)
+    data = env.data / "input"
+    data.mkdir()
+    (data / "input-data.csv").write_text("a\nb\n")
+    monkeypatch.chdir(env.data)
+    (env.data / "preprocessing.py").write_text(PREPROCESSING)
+    code = SCRIPT_SNIPPET.replace("from sagemaker.processing import", "from distproc import")
+    code = code.replace("'image_uri'", repr(PY)).replace("'role_arn'", repr(ROLE))
+    code = code.replace("s3://path/to/my/input-data.csv", str(data / "input-data.csv"))
+    assert code.count("from distproc import") == 1
+    namespace: dict[str, Any] = {}
+    exec(compile(code, "script-snippet", "exec"), namespace)
+    job = namespace["script_processor"].latest_job
+    assert job.describe()["ProcessingJobStatus"] == "Completed"
+    for i, split in enumerate(("train", "validation", "test"), start=1):
+        produced = env.home / "data" / job.job_name / "output" / f"output-{i}" / f"{split}.csv"
+        assert produced.read_text() == f"{split}:a,b"

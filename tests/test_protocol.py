@@ -29,6 +29,7 @@ from distproc.agent import cli, lease, runner
 from distproc.agent import follow as follow_mod
 from distproc.agent.answers import (
     AliveLine,
+    CheckAnswer,
     ClaimAnswer,
     CleanupAnswer,
     Counted,
@@ -302,6 +303,28 @@ def test_a_malformed_task_is_refused_naming_the_field(doc: dict[str, Any], path:
         ({"state": None}, StopAnswer.from_doc, "stop.state"),
         ({"exists": True, "pid": 3, "alive": "no"}, StatusAnswer.from_doc, "status.alive"),
         ({"removed": True, "problems": [1]}, CleanupAnswer.from_doc, "cleanup.problems[0]"),
+        ({"python": [3, 9], "docker": {"ok": "yes"}, "disk": {"path": "/w"}}, CheckAnswer.from_doc, "check.docker.ok"),
+        ({"python": [3, 9], "docker": {"ok": True}}, CheckAnswer.from_doc, "check.disk"),
+        (
+            {"python": [3, 9], "docker": {"ok": True, "runtimes": ["runc", 1]}, "disk": {"path": "/w"}},
+            CheckAnswer.from_doc,
+            "check.docker.runtimes[1]",
+        ),
+        (
+            {
+                "python": [3, 9],
+                "docker": {"ok": True},
+                "disk": {"path": "/w"},
+                "gpu": {"available": True, "count": "2"},
+            },
+            CheckAnswer.from_doc,
+            "check.gpu.count",
+        ),
+        (
+            {"python": [3, 9], "docker": {"ok": True}, "disk": {"path": "/w"}, "time": "now"},
+            CheckAnswer.from_doc,
+            "check.time",
+        ),
         ({"stream": "event", "offset": "1", "event": {}}, parse_follow_line, "follow.offset"),
         ({"stream": "log", "offset": 3}, parse_follow_line, "follow.data"),
         ({"stream": "result", "result": {"exit_code": "1"}}, parse_follow_line, "follow.result.exit_code"),

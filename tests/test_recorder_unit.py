@@ -17,8 +17,8 @@ from structlog.testing import capture_logs
 from distproc.backends.fleet import FleetBackend
 from distproc.inventory import Host
 from distproc.plan import HostAssignment
-from distproc.run.hoststate import TRANSITIONS, HostPhase, HostState
-from distproc.run.outcome import FailureClass, HostOutcome, JobOutcome, JobStatus
+from distproc.run.hoststate import TRANSITIONS, HostState
+from distproc.run.outcome import FailureClass, HostOutcome, HostPhase, JobOutcome, JobStatus
 from distproc.run.recorder import (
     AgentEvent,
     HostAdded,

@@ -24,6 +24,7 @@ from .protocol import (
     _opt_number,
     _opt_object,
     _opt_str,
+    _opt_strings,
     _str,
     _strings,
 )
@@ -49,6 +50,14 @@ class ErrorAnswer(NamedTuple):
         return cls("" if error is None else str(error), bool(doc.get("client_error")))
 
 
+def _python_version(doc: Dict[str, Any], path: str) -> Tuple[int, ...]:
+    """A python's version as the probe and `check` send it: sys.version_info[:3] as a list."""
+    version = _get(doc, path, "python", _MISSING)
+    if not (isinstance(version, list) and version and all(isinstance(v, int) for v in version)):
+        raise ProtocolError(_at(path, "python"), "must be a list of integers, not {!r}".format(version))
+    return tuple(version)
+
+
 class ProbeAnswer(NamedTuple):
     """The install probe's answer (hosts/agentbundle.py PROBE_SCRIPT, run by whatever python the host has):
     its version, and whether this agent's folder is there already."""
@@ -59,10 +68,7 @@ class ProbeAnswer(NamedTuple):
     @classmethod
     def from_doc(cls, doc: Any, path: str = "probe") -> ProbeAnswer:
         doc = _object(doc, path)
-        version = _get(doc, path, "python", _MISSING)
-        if not (isinstance(version, list) and version and all(isinstance(v, int) for v in version)):
-            raise ProtocolError(_at(path, "python"), "must be a list of integers, not {!r}".format(version))
-        return cls(tuple(version), _bool(doc, path, "present", False))
+        return cls(_python_version(doc, path), _bool(doc, path, "present", False))
 
 
 class Lease(NamedTuple):
@@ -242,6 +248,92 @@ class ReleaseAnswer(NamedTuple):
     @classmethod
     def from_doc(cls, doc: Any, path: str = "release") -> ReleaseAnswer:
         return cls(_bool(_object(doc, path), path, "released"))
+
+
+class DockerCheck(NamedTuple):
+    """`check`'s Docker: whether the daemon answers (else `error`), its version and runtimes."""
+
+    ok: bool
+    version: Optional[str] = None
+    runtimes: Optional[Tuple[str, ...]] = None
+    error: Optional[str] = None
+
+    @classmethod
+    def from_doc(cls, doc: Any, path: str) -> DockerCheck:
+        doc = _object(doc, path)
+        return cls(
+            _bool(doc, path, "ok"),
+            _opt_str(doc, path, "version"),
+            _opt_strings(doc, path, "runtimes"),
+            _opt_str(doc, path, "error"),
+        )
+
+
+class DiskCheck(NamedTuple):
+    """`check`'s disk: the nearest existing folder of the work folder, its free and total bytes, else `error`."""
+
+    path: str
+    free_bytes: Optional[int] = None
+    total_bytes: Optional[int] = None
+    error: Optional[str] = None
+
+    @classmethod
+    def from_doc(cls, doc: Any, path: str) -> DiskCheck:
+        doc = _object(doc, path)
+        return cls(
+            _str(doc, path, "path"),
+            _opt_int(doc, path, "free_bytes"),
+            _opt_int(doc, path, "total_bytes"),
+            _opt_str(doc, path, "error"),
+        )
+
+
+class GpuCheck(NamedTuple):
+    """`check`'s GPUs (agent/gpu.py's probe): whether any is usable (else `reason`), how many,
+    the driver, and whether the NVIDIA Container Toolkit is installed."""
+
+    available: bool
+    #: How many (the wire's "count": a NamedTuple's own `count` is tuple.count).
+    gpus: int
+    reason: Optional[str] = None
+    driver: Optional[str] = None
+    container_toolkit: bool = False
+
+    @classmethod
+    def from_doc(cls, doc: Any, path: str) -> GpuCheck:
+        doc = _object(doc, path)
+        return cls(
+            _bool(doc, path, "available"),
+            _int(doc, path, "count", 0),
+            _opt_str(doc, path, "reason"),
+            _opt_str(doc, path, "driver"),
+            _bool(doc, path, "container_toolkit", False),
+        )
+
+
+class CheckAnswer(NamedTuple):
+    """`check` (agent/hostcheck.py): what the host offers a job. `gpu` is None when GPUs were not
+    asked about; `time` is the host's clock when it answered, after `busy_seconds` of checking."""
+
+    python: Tuple[int, ...]
+    docker: DockerCheck
+    disk: DiskCheck
+    gpu: Optional[GpuCheck] = None
+    time: Optional[float] = None
+    busy_seconds: Optional[float] = None
+
+    @classmethod
+    def from_doc(cls, doc: Any, path: str = "check") -> CheckAnswer:
+        doc = _object(doc, path)
+        gpu = doc.get("gpu")
+        return cls(
+            _python_version(doc, path),
+            DockerCheck.from_doc(_get(doc, path, "docker", _MISSING), _at(path, "docker")),
+            DiskCheck.from_doc(_get(doc, path, "disk", _MISSING), _at(path, "disk")),
+            None if gpu is None else GpuCheck.from_doc(gpu, _at(path, "gpu")),
+            _opt_number(doc, path, "time"),
+            _opt_number(doc, path, "busy_seconds"),
+        )
 
 
 # -- the follow stream: one JSON line each, ending with a result or lost line --------

@@ -10,6 +10,7 @@ the backend's own. A backend:
     reach     a session to a host the store names (`distproc attach`);
     release   gives back a claimed host that was never prepared (a prepared
               host's cleanup gives itself back);
+    ended     the job is over: whatever holds its hosts as a whole (an allocation) goes;
     queue_keys  names of the hosts it may claim, for the local queue of jobs
               waiting for busy hosts (`run --wait-for-hosts`).
 """
@@ -23,7 +24,7 @@ from typing import Any
 
 from ..hosts.session import HostSession
 from ..inventory import Host
-from ..spec import ProcessingJob
+from ..spec import JobSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +69,7 @@ class Backend(ABC):
     waiting_for_hosts: bool = False
 
     @abstractmethod
-    async def acquire(self, job: ProcessingJob) -> Sequence[Claimed] | Shortage:
+    async def acquire(self, job: JobSpec) -> Sequence[Claimed] | Shortage:
         """The job's hosts in algo order (algo-1 first), all of them, or a Shortage and none held."""
 
     @abstractmethod
@@ -82,6 +83,12 @@ class Backend(ABC):
     @abstractmethod
     async def release(self, job: str, session: HostSession) -> None:
         """Give back a host claimed for the job but never prepared."""
+
+    async def ended(self, job: str) -> None:  # noqa: B027 (a hook: most backends have nothing to end)
+        """The job is over and its hosts cleaned up (or never had): give back what holds them all.
+
+        The fleet has nothing to give back; a scheduler's allocation (Slurm) ends here.
+        """
 
     def queue_keys(self) -> tuple[str, ...]:
         """What names each host the job may use, for the job store's queue of jobs waiting for hosts.

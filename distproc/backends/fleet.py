@@ -21,7 +21,7 @@ from ..hosts.session import HostSession
 from ..hosts.transport import Endpoint, transport_for
 from ..inventory import Host
 from ..run.outcome import HostCause, say_once
-from ..spec import ProcessingJob
+from ..spec import JobSpec
 from .base import Backend, Claimed, Reached, Shortage
 
 log = structlog.get_logger("distproc")
@@ -49,7 +49,7 @@ class FleetBackend(Backend):
         )
         return HostSession(transport, python, work_dir, job_dir, agent_bundle())
 
-    async def acquire(self, job: ProcessingJob) -> Sequence[Claimed] | Shortage:
+    async def acquire(self, job: JobSpec) -> Sequence[Claimed] | Shortage:
         """Lease InstanceCount hosts, in inventory order, passing over busy or unreachable ones while spares remain."""
         need = job.cluster.instance_count
         window = asyncio.Semaphore(self.fan_out)

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..agent.answers import CheckAnswer
 from ..errors import DistprocError
 from ..inventory import Host
 from .agentbundle import agent_bundle
@@ -61,7 +62,7 @@ def clock_reading(sent: float, back: float, host_time: float, host_busy: float =
 class HostReport:
     host: Host
     #: What the agent measured (None: it could not be reached or run).
-    measured: dict[str, Any] | None
+    measured: CheckAnswer | None
     #: Host clock minus this machine's (see clock_reading); ± `clock_uncertainty_seconds`.
     clock_offset_seconds: float | None
     problems: tuple[str, ...] = field(default=())
@@ -77,20 +78,20 @@ def _declared_gpus(host: Host) -> int | None:
     return None if host.gpus == "all" else int(host.gpus)
 
 
-def assess(host: Host, measured: dict[str, Any], clock: ClockReading | None, limits: Limits) -> tuple[str, ...]:
+def assess(host: Host, measured: CheckAnswer, clock: ClockReading | None, limits: Limits) -> tuple[str, ...]:
     """Why this host cannot run jobs; empty if it can."""
     problems: list[str] = []
-    docker = measured.get("docker") or {}
-    if not docker.get("ok"):
-        problems.append(f"Docker is not reachable: {docker.get('error', 'no answer')}")
-    disk = measured.get("disk") or {}
-    free = disk.get("free_bytes")
-    if not isinstance(free, int):
-        problems.append(f"cannot tell the free space in {host.work_dir}: {disk.get('error')}")
+    docker = measured.docker
+    if not docker.ok:
+        problems.append(f"Docker is not reachable: {docker.error or 'no answer'}")
+    disk = measured.disk
+    free = disk.free_bytes
+    if free is None:
+        problems.append(f"cannot tell the free space in {host.work_dir}: {disk.error}")
     elif free < limits.min_free_bytes:
         gib = 1 << 30
         problems.append(
-            f"{free / gib:.1f} GiB free in {disk.get('path')}, under the {limits.min_free_bytes / gib:.1f} GiB asked"
+            f"{free / gib:.1f} GiB free in {disk.path}, under the {limits.min_free_bytes / gib:.1f} GiB asked"
         )
     # Only an offset surely past the limit: the measurement's own uncertainty is no fault of the host.
     if clock is not None and abs(clock.offset) - clock.uncertainty > limits.max_clock_offset_seconds:
@@ -100,15 +101,15 @@ def assess(host: Host, measured: dict[str, Any], clock: ClockReading | None, lim
         )
     declared = _declared_gpus(host)
     if declared != 0:
-        gpu = measured.get("gpu") or {}
-        count = int(gpu.get("count") or 0)
+        gpu = measured.gpu
+        count = gpu.gpus if gpu else 0
         wanted = 1 if declared is None else declared
-        if not gpu.get("available") or count < wanted:
-            why = gpu.get("reason") or f"found {count}"
+        if gpu is None or not gpu.available or count < wanted:
+            why = (gpu.reason if gpu else None) or f"found {count}"
             problems.append(f"the inventory gives it {host.gpus} GPU(s), but {why}")
-        if host.gpu_mode == "runtime" and "nvidia" not in (docker.get("runtimes") or []):
+        if host.gpu_mode == "runtime" and "nvidia" not in (docker.runtimes or ()):
             problems.append("distproc_gpu_mode is runtime, but Docker has no nvidia runtime")
-        if host.gpu_mode == "gpus" and not gpu.get("container_toolkit"):
+        if host.gpu_mode == "gpus" and not (gpu and gpu.container_toolkit):
             problems.append("docker run --gpus needs the NVIDIA Container Toolkit, which is not installed")
     return tuple(problems)
 
@@ -136,18 +137,13 @@ async def check_host(host: Host, limits: Limits, connect_timeout: float = 15.0) 
             *(["--gpus"] if host.gpus else []),
         ]
         sent = time.time()
-        measured = await transport.run_json(argv)
+        measured = await transport.run_json(argv, CheckAnswer.from_doc)
         back = time.time()
     except DistprocError as exc:
         return HostReport(host, None, None, (str(exc),))
     finally:
         await transport.close()
-    host_time, busy = measured.get("time"), measured.get("busy_seconds")
-    clock = (
-        clock_reading(sent, back, float(host_time), float(busy) if isinstance(busy, (int, float)) else 0.0)
-        if isinstance(host_time, (int, float))
-        else None
-    )
+    clock = None if measured.time is None else clock_reading(sent, back, measured.time, measured.busy_seconds or 0.0)
     return HostReport(
         host,
         measured,
@@ -168,22 +164,22 @@ async def check_hosts(hosts: Sequence[Host], limits: Limits, fan_out: int = 64) 
 
 
 def report_document(report: HostReport) -> dict[str, Any]:
-    m = report.measured or {}
-    docker = m.get("docker") or {}
-    gpu = m.get("gpu") or {}
-    disk = m.get("disk") or {}
+    m = report.measured
+    docker = m.docker if m else None
+    gpu = m.gpu if m else None
+    runtimes = docker.runtimes if docker else None
     return {
         "Host": report.host.name,
         "Address": report.host.address,
         "Fit": report.fit,
         "Problems": list(report.problems),
-        "Python": ".".join(str(p) for p in m["python"]) if m.get("python") else None,
-        "DockerVersion": docker.get("version"),
-        "DockerRuntimes": docker.get("runtimes"),
-        "Gpus": gpu.get("count") if m.get("gpu") else None,
-        "GpuDriver": gpu.get("driver"),
-        "GpuNote": None if not m.get("gpu") or gpu.get("available") else gpu.get("reason"),
-        "FreeBytes": disk.get("free_bytes"),
+        "Python": ".".join(str(p) for p in m.python) if m else None,
+        "DockerVersion": docker.version if docker else None,
+        "DockerRuntimes": None if runtimes is None else list(runtimes),
+        "Gpus": gpu.gpus if gpu else None,
+        "GpuDriver": gpu.driver if gpu else None,
+        "GpuNote": None if gpu is None or gpu.available else gpu.reason,
+        "FreeBytes": m.disk.free_bytes if m else None,
         "ClockOffsetSeconds": report.clock_offset_seconds,
         "ClockUncertaintySeconds": report.clock_uncertainty_seconds,
     }

@@ -48,7 +48,6 @@ from ..agent.protocol import (
     HostTask,
     LaunchRequest,
     PrepareRequest,
-    ProtocolError,
     Request,
 )
 from ..errors import AgentError, ConnectionError_, DistprocError, StagingError
@@ -57,7 +56,7 @@ from ..staging.local_files import extract_output, tar_stream
 from .agentbundle import INSTALL_SCRIPT, PROBE_SCRIPT, AgentBundle
 from .depsbundle import INSTALL_DEPS_SCRIPT, DepsBundle
 from .transport import Transport
-from .transport.base import Channel, CommandResult, parse_json_reply
+from .transport.base import Channel, CommandResult, parse_json_reply, read_answer
 
 MIN_PYTHON = (3, 9)
 T = TypeVar("T")
@@ -168,19 +167,11 @@ class HostSession:
 
     def _read(self, parse: Callable[[Any, str], A], doc: Any, what: str) -> A:
         """An answer as its protocol type; one that does not fit is the agent's error, naming the field."""
-        try:
-            return parse(doc, what)
-        except ProtocolError as exc:
-            raise AgentError(f"{self.name}: the agent's answer does not fit the protocol: {exc}") from exc
+        return read_answer(self.name, parse, doc, what)
 
     async def _verb(self, argv: list[str], parse: Callable[[Any, str], A], input: bytes | None = None) -> A:
         """An agent verb of its own (one command) and its one JSON answer; an error answer raises AgentError."""
-        result = await self.transport.run(argv, input=input, check=False)
-        doc = parse_json_reply(self.name, result)
-        error = ErrorAnswer.in_answer(doc)
-        if error is not None or not result.ok:
-            raise AgentError(f"{self.name}: {(error.error if error else '') or result.stderr_text().strip()[-800:]}")
-        return self._read(parse, doc, argv[2] if len(argv) > 2 else "answer")
+        return await self.transport.run_json(argv, parse, input=input)
 
     async def _step(self, request: Request, argv: list[str], parse: Callable[[Any, str], A], input: bytes = b"") -> A:
         """One step of the job: asked on the claimed channel when there is one free, else as its own verb."""

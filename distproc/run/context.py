@@ -11,7 +11,7 @@ import asyncio
 from dataclasses import dataclass, field
 
 from ..backends.base import Backend
-from ..spec import ProcessingJob
+from ..spec import JobSpec
 from ..store.db import Store
 from .hoststate import HostState
 from .options import RunOptions
@@ -45,7 +45,7 @@ class JobStop:
 
 @dataclass(frozen=True, slots=True)
 class JobContext:
-    job: ProcessingJob
+    job: JobSpec
     options: RunOptions
     store: Store
     recorder: Recorder

@@ -14,7 +14,7 @@ from typing import IO
 from ..backends.fleet import FleetBackend
 from ..errors import DistprocError, SpecError, Violation
 from ..store.db import HostRecord, JobRecord, Store
-from .hoststate import HostPhase
+from .outcome import HostPhase
 
 STOP_BY_REQUEST = "stopped by request (distproc stop)"
 #: The host statuses of a host that has ended: nothing left to stop there.

@@ -15,8 +15,8 @@ from ..errors import DistprocError, StagingError
 from ..staging import is_s3_uri
 from ..staging.local_files import file_uri_path
 from .context import JobContext
-from .hoststate import HostPhase, HostState, within
-from .outcome import FailureClass, HostOutcome
+from .hoststate import HostState, within
+from .outcome import FailureClass, HostOutcome, HostPhase
 from .recorder import HostMetrics, OutputFailed
 
 

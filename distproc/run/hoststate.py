@@ -6,47 +6,15 @@ import asyncio
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import TypeVar
 
 from ..errors import ConnectionError_
 from ..hosts.session import FollowPosition, HostSession
 from ..plan import HostAssignment
-from .outcome import FailureClass, HostOutcome
+from .outcome import TERMINAL_PHASES, FailureClass, HostOutcome, HostPhase
 
 T = TypeVar("T")
 
-
-class HostPhase(StrEnum):
-    """A host's status, as the job store and `distproc describe` show it."""
-
-    PENDING = "Pending"
-    PREPARING = "Preparing"
-    IN_PROGRESS = "InProgress"
-    COMPLETED = "Completed"
-    FAILED = "Failed"
-    STOPPED = "Stopped"
-
-    @property
-    def terminal(self) -> bool:
-        return self in _TERMINAL
-
-    @property
-    def launched(self) -> bool:
-        """Whether a host in this phase had its container started (or may have: the end is known)."""
-        return self not in (HostPhase.PENDING, HostPhase.PREPARING)
-
-    @classmethod
-    def of_result(cls, status: object) -> HostPhase:
-        """The phase an agent's result names; anything else is a failure, never a crash here."""
-        try:
-            phase = cls(str(status or ""))
-        except ValueError:
-            return cls.FAILED
-        return phase if phase.terminal else cls.FAILED
-
-
-_TERMINAL = frozenset({HostPhase.COMPLETED, HostPhase.FAILED, HostPhase.STOPPED})
 
 #: Every move a host may make. The end of a host may be recorded again: a host
 #: followed anew by `attach` repeats its result, and one whose outputs could
@@ -54,10 +22,10 @@ _TERMINAL = frozenset({HostPhase.COMPLETED, HostPhase.FAILED, HostPhase.STOPPED}
 TRANSITIONS: dict[HostPhase, frozenset[HostPhase]] = {
     HostPhase.PENDING: frozenset({HostPhase.PREPARING, HostPhase.FAILED, HostPhase.STOPPED}),
     HostPhase.PREPARING: frozenset({HostPhase.IN_PROGRESS, HostPhase.FAILED, HostPhase.STOPPED}),
-    HostPhase.IN_PROGRESS: _TERMINAL,
-    HostPhase.COMPLETED: _TERMINAL,
-    HostPhase.FAILED: _TERMINAL,
-    HostPhase.STOPPED: _TERMINAL,
+    HostPhase.IN_PROGRESS: TERMINAL_PHASES,
+    HostPhase.COMPLETED: TERMINAL_PHASES,
+    HostPhase.FAILED: TERMINAL_PHASES,
+    HostPhase.STOPPED: TERMINAL_PHASES,
 }
 
 

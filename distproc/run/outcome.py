@@ -28,6 +28,39 @@ class JobStatus(StrEnum):
         return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.STOPPED)
 
 
+class HostPhase(StrEnum):
+    """A host's status, as the job store and `distproc describe` show it."""
+
+    PENDING = "Pending"
+    PREPARING = "Preparing"
+    IN_PROGRESS = "InProgress"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+    STOPPED = "Stopped"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_PHASES
+
+    @property
+    def launched(self) -> bool:
+        """Whether a host in this phase had its container started (or may have: the end is known)."""
+        return self not in (HostPhase.PENDING, HostPhase.PREPARING)
+
+    @classmethod
+    def of_result(cls, status: object) -> HostPhase:
+        """The phase an agent's result names; anything else is a failure, never a crash here."""
+        try:
+            phase = cls(str(status or ""))
+        except ValueError:
+            return cls.FAILED
+        return phase if phase.terminal else cls.FAILED
+
+
+#: The phases a host ends in.
+TERMINAL_PHASES = frozenset({HostPhase.COMPLETED, HostPhase.FAILED, HostPhase.STOPPED})
+
+
 class FailureClass(StrEnum):
     ALGORITHM = "AlgorithmError"
     CLIENT = "ClientError"
@@ -40,7 +73,7 @@ class HostOutcome:
 
     algo: str
     host: str
-    status: str  # Completed | Failed | Stopped
+    status: HostPhase  # Completed | Failed | Stopped
     exit_code: int | None
     ended_at: float | None
     message: str | None = None
@@ -158,13 +191,13 @@ def _algo_number(algo: str) -> int:
 def _host_failure(h: HostOutcome) -> tuple[FailureClass, str] | None:
     """Why this host failed the job, or None if it did not."""
     who = f"{h.algo} ({h.host})"
-    if h.error and h.status != "Stopped":
+    if h.error and h.status != HostPhase.STOPPED:
         cls = FailureClass(h.error_class) if h.error_class in set(FailureClass) else FailureClass.INTERNAL
         return cls, f"{who}: {h.error}"
     if not h.message_valid:
         problem = h.message_problem or "is not valid UTF-8"
         return FailureClass.CLIENT, f"{who} wrote /opt/ml/output/message that {problem}"
-    if h.status == "Failed" or (h.status != "Stopped" and h.exit_code not in (0, None)):
+    if h.status == HostPhase.FAILED or (h.status != HostPhase.STOPPED and h.exit_code not in (0, None)):
         detail = f": {h.message.strip()}" if h.message and h.message.strip() else ""
         return FailureClass.ALGORITHM, f"{who} exited with code {h.exit_code}{detail}"
     return None
@@ -190,6 +223,6 @@ def aggregate(hosts: Sequence[HostOutcome], stop_reason: str | None = None) -> J
         more = len(failures) - 1
         suffix = f" (and {more} more host(s) failed)" if more else ""
         return JobOutcome(JobStatus.FAILED, cut(f"{cls.value}: {text}{suffix}"), message, None)
-    if stop_reason is not None or any(h.status == "Stopped" for h in hosts):
+    if stop_reason is not None or any(h.status == HostPhase.STOPPED for h in hosts):
         return JobOutcome(JobStatus.STOPPED, None, message, stop_reason or "stopped")
     return JobOutcome(JobStatus.COMPLETED, None, message, None)

@@ -17,8 +17,8 @@ from ..hosts.images import SavedImage, forget_saved, saved_image
 from ..plan import JobPlan, host_task
 from ..staging import is_s3_uri
 from .context import JobContext
-from .hoststate import HostPhase, HostState
-from .outcome import FailureClass
+from .hoststate import HostState
+from .outcome import FailureClass, HostPhase
 from .recorder import HostReady, StagingProgress
 from .watch import Watch
 

@@ -18,9 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..store.db import Store
-from .hoststate import HostPhase
 from .options import ProgressObserver
-from .outcome import HostOutcome, JobOutcome, JobStatus
+from .outcome import HostOutcome, HostPhase, JobOutcome, JobStatus
 
 # --- the events ---------------------------------------------------------------
 

@@ -28,17 +28,17 @@ from ..hosts.images import local_image_id
 from ..hosts.session import FollowPosition
 from ..inventory import Host
 from ..plan import HostAssignment, SourceFile, build_plan
-from ..spec import ProcessingJob, job_arn
+from ..spec import JobSpec, job_arn
 from ..staging import is_s3_uri
 from ..staging.local_files import file_uri_path, list_prefix
 from ..store.db import JobRecord, Store
 from ..ui.console import OutputSink
 from .context import JobContext, JobStop
 from .endofjob import EndOfJob
-from .hoststate import HostPhase, HostState
+from .hoststate import HostState
 from .hostwait import HostWait
 from .options import ORPHAN_TIMEOUT_SECONDS, RECONNECT_WINDOW_SECONDS, ProgressObserver, RunOptions
-from .outcome import FailureClass, HostOutcome, JobOutcome, JobStatus, aggregate, cut
+from .outcome import FailureClass, HostOutcome, HostPhase, JobOutcome, JobStatus, aggregate, cut
 from .prepare import Prepare
 from .recorder import (
     HostAdded,
@@ -110,7 +110,7 @@ class JobRunner:
 
     def __init__(
         self,
-        job: ProcessingJob,
+        job: JobSpec,
         hosts: Sequence[Host],
         store: Store,
         inventory_path: str | None = None,
@@ -289,6 +289,10 @@ class JobRunner:
         with contextlib.suppress(DistprocError):
             self.store.flush()
         await asyncio.gather(*(s.session.transport.close() for s in self._states), return_exceptions=True)
+        try:  # after cleanup: a Slurm allocation's end would kill the agents' own steps
+            await self.backend.ended(self.job.name)
+        except DistprocError as exc:
+            self.log.warning("could not give back the job's hosts", error=str(exc))
 
     def _uses_s3(self) -> bool:
         return any(is_s3_uri(i.uri) for i in self.job.inputs) or any(is_s3_uri(o.uri) for o in self.job.outputs)

@@ -16,8 +16,8 @@ from ..agent.answers import Event, EventLine, FollowLine, LogLine, LostLine, Res
 from ..errors import ConnectionError_, DistprocError
 from ..ui.console import OutputSink
 from .context import JobContext
-from .hoststate import HostPhase, HostState, within
-from .outcome import FailureClass, HostOutcome
+from .hoststate import HostState, within
+from .outcome import FailureClass, HostOutcome, HostPhase
 from .recorder import AgentEvent, HostResult
 
 

@@ -1,5 +1,5 @@
-"""The job a processor started (``processor.latest_job``), as the SDK's
-``sagemaker.processing.ProcessingJob``: describe, wait, stop, logs."""
+"""A processing job (``processor.latest_job``, or one found by name or ARN), as the
+SDK's ``sagemaker.processing.ProcessingJob``: describe, wait, stop, logs."""
 
 from __future__ import annotations
 
@@ -7,23 +7,28 @@ import asyncio
 import contextlib
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..errors import DistprocError, UnexpectedStatusError
+from ..errors import DistprocError, JobNotFoundError, SpecError, UnexpectedStatusError, Violation
 from ..inventory import Host
 from ..run.control import print_logs, stop_job
 from ..run.options import RunOptions
 from ..run.outcome import JobOutcome, JobStatus
 from ..run.runner import JobRunner
-from ..spec import ProcessingJob
-from ..store.db import Store
+from ..spec import JobSpec
+from ..store.db import ListQuery, Store
 from ..store.timeline import job_timeline
 from ..store.views import describe_document
 
 T = TypeVar("T")
-STOP_REASON = "stopped by request (JobHandle.stop)"
+STOP_REASON = "stopped by request (ProcessingJob.stop)"
+ENDED = ("Completed", "Failed", "Stopped")
+#: How often ``wait`` reads the job store for a job another process coordinates.
+POLL_SECONDS = 0.5
+_ARN_MARK = ":processing-job/"
 
 
 def _with_store(home: Path, work: Callable[[Store], T]) -> T:
@@ -54,13 +59,16 @@ def _in_thread(work: Callable[[], T]) -> T:
     return result[0]
 
 
-class JobHandle:
-    """A job a processor started: its ``latest_job``, as the SDK's ``sagemaker.processing.ProcessingJob``.
+class ProcessingJob:
+    """A processing job, as the SDK's ``sagemaker.processing.ProcessingJob``.
 
-    The job runs in a thread of this process (its own asyncio loop, its own
-    job store connection), which is the job's coordinator: the process must
-    stay alive until the job ends (Python waits for it at exit). ``describe``,
-    ``logs`` and ``stop`` read and act through the job store, as the CLI does.
+    A processor's ``latest_job`` runs in a thread of this process (its own
+    asyncio loop, its own job store connection), which is the job's
+    coordinator: the process must stay alive until the job ends (Python waits
+    for it at exit). ``from_processing_name`` / ``from_processing_arn`` find a
+    job in the job store (started by ``distproc run`` or another process);
+    ``wait`` then follows the store. ``describe``, ``logs`` and ``stop`` read
+    and act through the job store, as the CLI does.
     """
 
     def __init__(self, job_name: str, home: Path) -> None:
@@ -79,6 +87,36 @@ class JobHandle:
     @property
     def name(self) -> str:
         return self.job_name
+
+    @classmethod
+    def from_processing_name(cls, sagemaker_session: Any = None, processing_job_name: str = "") -> ProcessingJob:
+        """The job of that name in the session's job store (JobNotFoundError if there is none), as the SDK's."""
+        home = _session_home(sagemaker_session)
+        _with_store(home, lambda s: s.get_job(processing_job_name))
+        return cls(processing_job_name, home)
+
+    @classmethod
+    def from_processing_arn(cls, sagemaker_session: Any = None, processing_job_arn: str = "") -> ProcessingJob:
+        """The job with that ARN (``arn:aws:sagemaker:local:000000000000:processing-job/NAME``), as the SDK's."""
+        home = _session_home(sagemaker_session)
+        if not isinstance(processing_job_arn, str) or _ARN_MARK not in processing_job_arn:
+            rule = f"not a processing job ARN (...{_ARN_MARK}NAME): {processing_job_arn!r}"
+            raise SpecError([Violation("processing_job_arn", rule)], source="processing arguments")
+        lowered = processing_job_arn.split(_ARN_MARK, 1)[1]
+
+        def find(store: Store) -> str:
+            # The ARN has the name lowercased, as SageMaker's: look among the names that contain it.
+            token: str | None = None
+            while True:
+                page = store.list_page(ListQuery(name_contains=lowered), next_token=token)
+                for record in page.jobs:
+                    if record.arn == processing_job_arn:
+                        return record.name
+                if page.next_token is None:
+                    raise JobNotFoundError(lowered)
+                token = page.next_token
+
+        return cls(_with_store(home, find), home)
 
     def describe(self) -> dict[str, Any]:
         """The DescribeProcessingJob-shaped document ``distproc describe NAME --json`` prints."""
@@ -103,15 +141,19 @@ class JobHandle:
         # Not running here (or no longer): the same path as `distproc stop`, which refuses an ended job.
         _in_thread(lambda: _with_store(self.home, lambda s: asyncio.run(stop_job(s, self.job_name, STOP_REASON))))
 
-    def wait(self, logs: bool = True) -> JobOutcome:
+    def wait(self, logs: bool = True) -> JobOutcome | None:
         """Return when the job has ended, printing its output if ``logs`` (and it was not printed live).
 
         Raises UnexpectedStatusError if the job Failed (not if it was Stopped),
         as the SDK does. Ctrl-C while waiting stops the job, waits for the stop
         to finish (containers ended, outputs fetched) and raises KeyboardInterrupt.
+        The outcome of a job run here; None for one coordinated elsewhere
+        (``from_processing_name``), whose end is read from the job store.
         """
         thread = self._thread
-        assert thread is not None, "a JobHandle is made by Processor.run"
+        if thread is None:
+            self._wait_in_store(logs)
+            return None
         try:
             if logs and not self._live_logs:
                 self.logs(follow=True)
@@ -128,9 +170,18 @@ class JobHandle:
             raise UnexpectedStatusError(self.job_name, self._outcome.status.value, self._outcome.failure_reason)
         return self._outcome
 
+    def _wait_in_store(self, logs: bool) -> None:
+        """Wait for a job another process coordinates: its status in the job store is the only signal."""
+        if logs:
+            self.logs(follow=True)  # returns when the job has ended
+        while (record := _with_store(self.home, lambda s: s.get_job(self.job_name))).status not in ENDED:
+            time.sleep(POLL_SECONDS)
+        if record.status == "Failed":
+            raise UnexpectedStatusError(self.job_name, record.status, record.failure_reason)
+
     # -- the coordinator's thread ---------------------------------------------------------------
 
-    def _start(self, job: ProcessingJob, hosts: tuple[Host, ...], inventory_path: str, options: RunOptions) -> None:
+    def _start(self, job: JobSpec, hosts: tuple[Host, ...], inventory_path: str, options: RunOptions) -> None:
         """Start the job's thread; return once the job is in the store, or raise why it could not be."""
         self._live_logs = options.console is not None
         # Not a daemon: the interpreter waits for the job rather than abandon it half done.
@@ -144,7 +195,7 @@ class JobHandle:
             assert self._error is not None
             raise self._error
 
-    def _main(self, job: ProcessingJob, hosts: tuple[Host, ...], inventory_path: str, options: RunOptions) -> None:
+    def _main(self, job: JobSpec, hosts: tuple[Host, ...], inventory_path: str, options: RunOptions) -> None:
         handle = self
 
         class RecordingStore(Store):
@@ -177,3 +228,19 @@ class JobHandle:
         # On the loop's thread, so it cannot race the end of the run: a job that ended stays as it ended.
         if self._running and self._runner is not None:
             self._runner.request_stop(reason)
+
+
+#: The name this class had before it took the SDK's.
+JobHandle = ProcessingJob
+
+
+def _session_home(session: Any) -> Path:
+    """The job store of a distproc Session (None: a ``Session()`` from the environment and defaults)."""
+    from .session import Session
+
+    if session is None:
+        session = Session()
+    if not isinstance(session, Session):
+        rule = f"must be a distproc.Session or None (got {type(session).__name__})"
+        raise SpecError([Violation("sagemaker_session", rule)], source="processing arguments")
+    return session.home

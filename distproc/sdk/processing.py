@@ -15,7 +15,7 @@ A run builds the CreateProcessingJob request (``request()`` returns it; see
 request.py), checks it with :func:`distproc.spec.parse_job` and runs it with
 the same :class:`~distproc.run.runner.JobRunner` as ``distproc run``, in a
 thread of this process: this process is the job's coordinator, so it must
-outlive the job (see :class:`JobHandle`). See docs/python-api.md.
+outlive the job (see :class:`ProcessingJob`). See docs/python-api.md.
 """
 
 from __future__ import annotations
@@ -32,18 +32,21 @@ from ..errors import JobExistsError, JobNotFoundError, SpecError, UnexpectedStat
 from ..inventory import Inventory, load_inventory, select_hosts
 from ..plan import DEFAULT_STOP_GRACE_SECONDS
 from ..run.options import RunOptions
-from ..spec import ProcessingJob, parse_job
-from ..store.db import Store, default_home
+from ..spec import JobSpec, parse_job
+from ..store.db import Store
 from . import request as paths
-from .handle import JobHandle, _with_store
+from .handle import JobHandle, ProcessingJob, _with_store
 from .request import PathArg, ProcessingInput, ProcessingOutput, as_list, without_none
+from .session import Session
 
 __all__ = [
     "JobHandle",
     "ProcessingInput",
+    "ProcessingJob",
     "ProcessingOutput",
     "Processor",
     "ScriptProcessor",
+    "Session",
     "UnexpectedStatusError",
 ]
 
@@ -52,7 +55,8 @@ __all__ = [
 class _Options:
     """distproc's own settings of a processor: the hosts, the job store, and `distproc run`'s options."""
 
-    inventory: PathArg | Inventory
+    session: Session
+    inventory: PathArg | Inventory | None
     home: Path
     aws_credentials: str
     assume_role: bool
@@ -66,9 +70,11 @@ class _Options:
 
     def check(self, sagemaker_session: Any) -> None:
         problems = []
-        if sagemaker_session is not None:
-            problems.append(Violation("sagemaker_session", "distproc uses no SageMaker session: leave it out"))
-        if not isinstance(self.inventory, (str, os.PathLike, Inventory)):
+        if sagemaker_session is not None and not isinstance(sagemaker_session, Session):
+            got = type(sagemaker_session).__name__
+            rule = f"must be a distproc.Session (got {got}): a SageMaker session holds nothing distproc can use"
+            problems.append(Violation("sagemaker_session", rule))
+        if self.inventory is not None and not isinstance(self.inventory, (str, os.PathLike, Inventory)):
             problems.append(Violation("inventory", "must be an inventory file's path or a loaded Inventory"))
         if self.aws_credentials not in ("host", "forward"):
             problems.append(Violation("aws_credentials", f"must be 'host' or 'forward' (got {self.aws_credentials!r})"))
@@ -112,8 +118,12 @@ class Processor:
     """Runs a processing job from an image, as ``sagemaker.processing.Processor``.
 
     The SDK's parameters, in its order; distproc's own are keyword-only:
-    ``inventory`` (required: an inventory file or a loaded Inventory), ``home``
-    (the job store; default ``$DISTPROC_HOME``) and the options of ``distproc run``.
+    ``inventory`` (an inventory file or a loaded Inventory), ``home`` (the job
+    store) and the options of ``distproc run``. Those left unset come from
+    ``sagemaker_session`` (a :class:`~distproc.sdk.session.Session`), or from a
+    ``Session()``: ``DISTPROC_INVENTORY``, ``DISTPROC_HOME`` and the defaults file.
+    ``role`` is a role ARN, or a name that becomes one as the SDK's
+    ``expand_role`` does, with the session's ``account_id``.
 
     >>> processor = Processor(image_uri="prep:1", instance_count=2, instance_type="ml.m5.xlarge",
     ...                       entrypoint=["python3", "/opt/prep.py"], inventory="inventory/three-hosts.yaml")
@@ -138,10 +148,10 @@ class Processor:
         tags: Any = None,
         network_config: Any = None,
         *,
-        inventory: PathArg | Inventory,
+        inventory: PathArg | Inventory | None = None,
         home: PathArg | None = None,
-        aws_credentials: str = "host",
-        assume_role: bool = False,
+        aws_credentials: str | None = None,
+        assume_role: bool | None = None,
         s3_endpoint_url: str | None = None,
         stop_grace_seconds: float = DEFAULT_STOP_GRACE_SECONDS,
         fan_out: int = 64,
@@ -163,16 +173,20 @@ class Processor:
         self.env = env
         self.tags = tags
         self.network_config = network_config
-        self.jobs: list[JobHandle] = []
-        self.latest_job: JobHandle | None = None
+        self.jobs: list[ProcessingJob] = []
+        self.latest_job: ProcessingJob | None = None
         self.arguments: list[str] | None = None
         self._current_job_name: str | None = None
+        # Each of distproc's settings: this processor's keyword, else the session's (which
+        # has it from its arguments, the environment or the defaults file).
+        session = sagemaker_session if isinstance(sagemaker_session, Session) else Session()
         self._options = _Options(
-            inventory,
-            Path(os.path.abspath(home or default_home())),
-            aws_credentials,
-            assume_role,
-            s3_endpoint_url,
+            session,
+            session.inventory if inventory is None else inventory,
+            session.home if home is None else Path(os.path.abspath(os.path.expanduser(os.fspath(home)))),
+            session.aws_credentials if aws_credentials is None else aws_credentials,
+            session.assume_role if assume_role is None else assume_role,
+            session.s3_endpoint_url if s3_endpoint_url is None else s3_endpoint_url,
             stop_grace_seconds,
             fan_out,
             metrics_interval_seconds,
@@ -234,7 +248,7 @@ class Processor:
         experiment_config: Mapping[str, str] | None,
         kms_key: str | None,
         code: paths.CodePlan | None = None,
-    ) -> tuple[dict[str, Any], ProcessingJob]:
+    ) -> tuple[dict[str, Any], JobSpec]:
         """The request, as the SDK's ``_normalize_args`` and ``_get_process_args`` build it, and the parsed job."""
         problems: list[Violation] = []
         if kms_key is not None:
@@ -260,7 +274,7 @@ class Processor:
             "StoppingCondition": None
             if self.max_runtime_in_seconds is None
             else {"MaxRuntimeInSeconds": self.max_runtime_in_seconds},
-            "RoleArn": self.role,
+            "RoleArn": self._role_arn(problems),
             "Tags": paths.tag_list(self.tags) if self.tags else None,
             "ExperimentConfig": dict(experiment_config) if experiment_config else None,
         }
@@ -269,13 +283,26 @@ class Processor:
         request = without_none(doc)
         return request, parse_job(request)
 
+    def _role_arn(self, problems: list[Violation]) -> str | None:
+        """``role`` as the request's RoleArn: an ARN as given, a name expanded as the SDK's ``expand_role``."""
+        if self.role is None:
+            return None
+        try:
+            return self._options.session.expand_role(self.role)
+        except SpecError as exc:
+            problems.extend(exc.violations)
+            return None
+
     def _start(
-        self, doc: dict[str, Any], job: ProcessingJob, wait: bool, logs: bool, code: paths.CodePlan | None = None
+        self, doc: dict[str, Any], job: JobSpec, wait: bool, logs: bool, code: paths.CodePlan | None = None
     ) -> None:
         options = self._options
         if options.assume_role and job.role_arn is None:
+            if self.role is not None:
+                rule = f"{self.role!r} is a role name: assume_role needs its ARN; set account_id to expand it"
+                raise paths.problem("role", f"{rule} (Session(account_id=...) or the defaults file)")
             raise paths.problem("role", "required by assume_role=True (its credentials are forwarded)")
-        inventory = options.inventory
+        inventory = options.inventory if options.inventory is not None else options.session.require_inventory()
         if not isinstance(inventory, Inventory):
             inventory = load_inventory(os.fspath(inventory))
         hosts = select_hosts(inventory, job.cluster.instance_type, job.cluster.instance_count)
@@ -284,10 +311,16 @@ class Processor:
             paths.ship_code(code, self.home)
         for warning in job.warnings:
             print(f"warning: {warning}", file=sys.stderr)
+        if self.role is not None and job.role_arn is None:
+            # A name with no account id to expand it: kept on the processor, left out of the job.
+            print(
+                f"warning: role {self.role!r} is a name and no account_id is set: the job has no RoleArn",
+                file=sys.stderr,
+            )
         # What the SDK prints as a job starts.
         print(f"\nJob Name:  {job.name}\nInputs:  {doc.get('ProcessingInputs', [])}")
         print(f"Outputs:  {doc.get('ProcessingOutputConfig', {}).get('Outputs', [])}")
-        handle = JobHandle(job.name, self.home)
+        handle = ProcessingJob(job.name, self.home)
         handle._start(job, hosts, str(inventory.path), options.run_options(live_logs=wait and logs))
         self.latest_job = handle
         self.jobs.append(handle)
@@ -322,10 +355,10 @@ class ScriptProcessor(Processor):
         tags: Any = None,
         network_config: Any = None,
         *,
-        inventory: PathArg | Inventory,
+        inventory: PathArg | Inventory | None = None,
         home: PathArg | None = None,
-        aws_credentials: str = "host",
-        assume_role: bool = False,
+        aws_credentials: str | None = None,
+        assume_role: bool | None = None,
         s3_endpoint_url: str | None = None,
         stop_grace_seconds: float = DEFAULT_STOP_GRACE_SECONDS,
         fan_out: int = 64,

@@ -1,4 +1,4 @@
-"""From a JSON document (or file) to a ProcessingJob, or a SpecError listing every problem."""
+"""From a JSON document (or file) to a JobSpec, or a SpecError listing every problem."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from typing import Any
 from ..errors import SpecError, Violation
 from ..userfiles import read_bounded
 from . import _rules
-from .model import AppSpecification, ClusterConfig, ProcessingInput, ProcessingJob, ProcessingOutput
+from .model import AppSpecification, ClusterConfig, JobSpec, ProcessingInput, ProcessingOutput
 from .validate import validate_request
 
 
-def parse_job(doc: object) -> ProcessingJob:
+def parse_job(doc: object) -> JobSpec:
     """Validate a CreateProcessingJob request and return the typed job.
 
     Raises SpecError carrying every violation at once.
@@ -45,7 +45,7 @@ STDIN_PATH = "-"
 STDIN_NAME = "<stdin>"
 
 
-def load_job(path: str | os.PathLike[str]) -> ProcessingJob:
+def load_job(path: str | os.PathLike[str]) -> JobSpec:
     """Read a job file (JSON, UTF-8) and parse it with :func:`parse_job`.
 
     ``-`` reads standard input, named ``<stdin>`` in errors. At most
@@ -109,7 +109,7 @@ def _file_error(name: str, source: str, rule: str) -> SpecError:
     return SpecError([Violation(name, rule)], source=source)
 
 
-def _parse(doc: object, source: str) -> ProcessingJob:
+def _parse(doc: object, source: str) -> JobSpec:
     violations = validate_request(doc)
     if violations:
         raise SpecError(violations, source=source)
@@ -122,7 +122,7 @@ def _optional_tuple(obj: dict[str, Any], key: str) -> tuple[str, ...] | None:
     return tuple(obj[key]) if key in obj else None
 
 
-def _build(request: dict[str, Any], warnings: tuple[str, ...]) -> ProcessingJob:
+def _build(request: dict[str, Any], warnings: tuple[str, ...]) -> JobSpec:
     cluster = request["ProcessingResources"]["ClusterConfig"]
     app = request["AppSpecification"]
     inputs = tuple(
@@ -148,7 +148,7 @@ def _build(request: dict[str, Any], warnings: tuple[str, ...]) -> ProcessingJob:
         for item in request.get("ProcessingOutputConfig", {}).get("Outputs", [])
         for s3 in [item["S3Output"]]
     )
-    return ProcessingJob(
+    return JobSpec(
         name=request["ProcessingJobName"],
         inputs=inputs,
         outputs=outputs,

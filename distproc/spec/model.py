@@ -21,6 +21,7 @@ __all__ = [
     "DataType",
     "Distribution",
     "InputMode",
+    "JobSpec",
     "ProcessingInput",
     "ProcessingJob",
     "ProcessingOutput",
@@ -80,7 +81,7 @@ class AppSpecification:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ProcessingJob:
+class JobSpec:
     """A valid job, defaults filled. Build it with ``parse_job`` or ``load_job``.
 
     >>> job = parse_job(request)                       # doctest: +SKIP
@@ -120,7 +121,12 @@ def job_arn(name: str, region: str = "local", account: str = "000000000000") -> 
     return f"arn:aws:sagemaker:{region}:{account}:processing-job/{name.lower()}"
 
 
-def processing_job_config(job: ProcessingJob, arn: str) -> dict[str, Any]:
+#: The parsed model's former name, kept for code written against it. ``distproc.ProcessingJob``
+#: is the SDK's job handle (distproc.sdk.handle), as ``sagemaker.processing.ProcessingJob`` is.
+ProcessingJob = JobSpec
+
+
+def processing_job_config(job: JobSpec, arn: str) -> dict[str, Any]:
     """The document a container reads from /opt/ml/config/processingjobconfig.json.
 
     The request echoed back with defaults filled and ``ProcessingJobArn`` added.

@@ -7,7 +7,6 @@ Lives under DISTPROC_HOME, by default $XDG_STATE_HOME/distproc (that is
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
@@ -15,15 +14,20 @@ import json
 import os
 import socket
 import sqlite3
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import BadNextTokenError, JobExistsError, JobNotFoundError, StoreError
+from ..run.outcome import HostPhase
 from ..userfiles import inside
+
+if TYPE_CHECKING:
+    import asyncio
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -105,7 +109,24 @@ WAITER_STALE_SECONDS = 300.0
 #: at most this long inside a running event loop, then go in one transaction with the rest.
 COALESCE_SECONDS = 0.2
 # Host statuses whose loss in a crash changes nothing `attach` decides (a host not yet launched).
-_HOST_STATUSES_THAT_MAY_WAIT = frozenset({"Pending", "Preparing"})
+_HOST_STATUSES_THAT_MAY_WAIT = frozenset({HostPhase.PENDING, HostPhase.PREPARING})
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    """This thread's running event loop, if any.
+
+    asyncio is not imported for it: `list` and `describe` read the store without
+    one, and asyncio was a fifth of their start (docs/benchmarks.md). A process
+    that has not imported asyncio runs no event loop.
+    """
+    aio = sys.modules.get("asyncio")
+    if aio is None:
+        return None
+    try:
+        loop: asyncio.AbstractEventLoop = aio.get_running_loop()
+    except RuntimeError:
+        return None
+    return loop
 
 
 def default_home() -> Path:
@@ -288,11 +309,8 @@ class Store:
             self._pending.append((sql, params))
             return
         if may_wait:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:  # no event loop here (a CLI command, a test): commit at once
-                pass
-            else:
+            loop = _running_loop()
+            if loop is not None:  # else no event loop here (a CLI command, a test): commit at once
                 self._pending.append((sql, params))
                 if self._flush_timer is None or self._timer_loop is not loop:  # none yet, or one of a loop now gone
                     if self._flush_timer is not None:
@@ -355,13 +373,13 @@ class Store:
 
     def add_host(self, job: str, algo: str, host: str, endpoint: Mapping[str, Any], job_dir: str) -> None:
         self._write(
-            "INSERT INTO hosts (job, algo, host, endpoint, job_dir, status) VALUES (?, ?, ?, ?, ?, 'Pending')",
-            (job, algo, host, json.dumps(endpoint), job_dir),
+            "INSERT INTO hosts (job, algo, host, endpoint, job_dir, status) VALUES (?, ?, ?, ?, ?, ?)",
+            (job, algo, host, json.dumps(endpoint), job_dir, HostPhase.PENDING.value),
         )
 
     def update_host(self, job: str, algo: str, **fields: Any) -> None:
         # A host's launch and end are committed at once (`attach` acts on them); the rest may wait.
-        may_wait = fields.get("status", "Preparing") in _HOST_STATUSES_THAT_MAY_WAIT
+        may_wait = fields.get("status", HostPhase.PREPARING) in _HOST_STATUSES_THAT_MAY_WAIT
         self._update("hosts", _HOST_FIELDS, {"job": job, "algo": algo}, fields, may_wait)
 
     def add_event(

@@ -65,6 +65,10 @@ class _DaemonStart:
         self.containerd: dict[str, subprocess.Popen[bytes]] = {}
         self.dockerd: dict[str, subprocess.Popen[bytes]] = {}
 
+    def _enter(self, d: DaemonLayout, argv: list[str]) -> list[str]:
+        """The daemon's command, run in its host's namespaces (a subclass may enter more)."""
+        return _in_netns(d, argv)
+
     def _prepare(self, d: DaemonLayout) -> None:
         d.state_dir.mkdir(parents=True, exist_ok=True)
         d.run_dir.mkdir(parents=True, exist_ok=True)
@@ -79,13 +83,13 @@ class _DaemonStart:
 
     def start_containerd(self, d: DaemonLayout) -> None:
         self._prepare(d)
-        argv = _in_netns(d, [_tool("containerd"), "--config", str(d.containerd_config), "--log-level", "warn"])
+        argv = self._enter(d, [_tool("containerd"), "--config", str(d.containerd_config), "--log-level", "warn"])
         proc = _spawn(argv, d.containerd_log)
         d.containerd_pid.write_text(f"{proc.pid}\n")
         self.containerd[d.name] = proc
 
     def start_dockerd(self, d: DaemonLayout) -> None:
-        argv = _in_netns(
+        argv = self._enter(
             d,
             [
                 _tool("dockerd"),

@@ -1,7 +1,8 @@
 """The pytest plugin of the Slurm test cluster (registered by tests/conftest.py).
 
 Fixture ``slurm``: a real Slurm cluster (munged, slurmctld, N slurmds in their
-own network namespaces), one per session. A test that uses it must carry both
+own network namespaces), one per session; ``slurm_docker``: a dockerd in each
+node's namespace (tests/slurm/docker.py). A test that uses it must carry both
 ``@pytest.mark.slurm`` and ``@pytest.mark.cluster`` (it needs root and
 namespaces, so ``-m "not cluster"`` leaves it out; ``-m slurm`` picks it);
 tests/cluster/plugin.py stops collection otherwise.
@@ -9,11 +10,12 @@ tests/cluster/plugin.py stops collection otherwise.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import pytest
 
 from tests.cluster.constants import ClusterError
+from tests.slurm.docker import node_dockerds
 from tests.slurm.layout import SlurmConfig
 from tests.slurm.testbed import SlurmCluster, preflight, running_slurm
 
@@ -33,3 +35,13 @@ def slurm() -> Iterator[SlurmCluster]:
             yield c
     except ClusterError as e:
         pytest.fail(f"Slurm test cluster: {e}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def slurm_docker(slurm: SlurmCluster) -> Iterator[Mapping[str, str]]:
+    """One dockerd per Slurm node, in its namespace, with distproc-test:busybox: node -> DOCKER_HOST."""
+    try:
+        with node_dockerds(slurm.config) as hosts:
+            yield hosts
+    except ClusterError as e:
+        pytest.fail(f"Slurm nodes' dockerds: {e}", pytrace=False)

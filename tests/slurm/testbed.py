@@ -39,6 +39,7 @@ from tests.cluster.process import (
     _unix_connects,
     _wait_for,
 )
+from tests.slurm.docker import stop_node_dockerds
 from tests.slurm.layout import (
     BRIDGE,
     CONTROLLER_ADDRESS,
@@ -186,6 +187,7 @@ def _node_names_on_disk(cfg: SlurmConfig) -> list[str]:
 def teardown(cfg: SlurmConfig) -> None:
     """Stop and remove everything the Slurm test cluster made; logs stay in the state dir."""
     _check_ours(cfg.state_dir)
+    stop_node_dockerds(cfg)  # a crashed session's node dockerds: before their namespaces go
     netns = _our_netns()
     slurm = [p for p in _our_pids(cfg) if p != _pid_from_file(cfg.munged_pid, str(cfg.munge_socket))]
     _stop_pids(slurm, timeout=STOP_TIMEOUT, what="slurmctld and slurmd to stop")

@@ -7,9 +7,12 @@ acquire  submits one batch job (submit.py) whose script holds every node with
          (SLURM_NODEID 0 is algo-1);
 release  gives back a node's lease and cancels the allocation (scancel; a
          pending job is cancelled the same way);
-reach    a node of a recorded job, through a new srun step.
+reach    a node of a recorded job, through a new srun step;
+ended    cancels the allocation once the job is over (prepared nodes' cleanup
+         gives back their leases, not the allocation).
 
-Not yet wired to the runner or the CLI (docs/slurm.md says what is missing).
+JobRunner(backend=SlurmBackend(...)) runs a job on it end to end; not yet
+wired to the CLI or load_inventory (docs/slurm.md says what is missing).
 """
 
 from __future__ import annotations
@@ -60,14 +63,22 @@ class SlurmBackend(Backend):
         node_work_dir: str = "/var/tmp/distproc",
         on_wait: Callable[[str], None] | None = None,
         poll_interval: float = 1.0,
+        docker_host: str | None = None,
     ) -> None:
+        if docker_host is not None and ("\0" in docker_host or "\n" in docker_host or len(docker_host) > 1024):
+            raise DistprocError(f"docker_host: must be one line of at most 1024 characters, not {docker_host[:80]!r}")
         self.inventory = inventory
+        #: Each node's Docker daemon (DOCKER_HOST for its agent), ``{node}`` standing for the
+        #: node's name (unix:///run/docker-{node}.sock); None: the node's default daemon.
+        self.docker_host = docker_host
         self.node_python = node_python
         self.node_work_dir = node_work_dir
         self.on_wait = on_wait
         self.poll_interval = poll_interval
         #: Claimed nodes not yet released, per Slurm job: the allocation is cancelled with the last.
         self._held: dict[str, set[str]] = {}
+        #: The Slurm job of each processing job acquired here and not yet ended (ended() cancels it).
+        self._slurm_job: dict[str, str] = {}
 
     def _submit_transport(self) -> Transport:
         return transport_for(self.inventory.submit)
@@ -149,6 +160,8 @@ class SlurmBackend(Backend):
             instance_type=(job.cluster.instance_type,) if job is not None else (),
             python=self.node_python,
             work_dir=self.node_work_dir,
+            # Plain replacement, not str.format: a template's other braces stay as written.
+            docker_host=self.docker_host.replace("{node}", node) if self.docker_host is not None else None,
             vars=MappingProxyType({"slurm_job_id": job_id}),
         )
 
@@ -170,6 +183,7 @@ class SlurmBackend(Backend):
                     raise DistprocError(f"{node}: Slurm gave the node to this job, but job {holder} holds its lease")
                 claims.append(Claimed(self._host(job, job_id, node, address), session, started, connected, sent))
             self._held[job_id] = {c.host.name for c in claims}
+            self._slurm_job[job.name] = job_id
             return claims
         except BaseException:
             # Nothing half-held: leases given back, the allocation cancelled (a Ctrl-C
@@ -196,6 +210,12 @@ class SlurmBackend(Backend):
         job_id, node = str(endpoint["slurm_job_id"]), str(endpoint["name"])
         host = self._host(None, job_id, node, str(endpoint["address"]))
         return Reached(host, self._session(job_id, node, job_dir))
+
+    async def ended(self, job: str) -> None:
+        """The job is over, its hosts cleaned up: cancel its allocation (the holding steps end with it)."""
+        job_id = self._slurm_job.pop(job, None)
+        if job_id is not None and self._held.pop(job_id, None) is not None:
+            await self.cancel(job_id)
 
     async def release(self, job: str, session: HostSession) -> None:
         """Give back the node's lease; with the job's last node, the allocation (one scancel ends every step)."""

@@ -10,11 +10,15 @@ from __future__ import annotations
 import abc
 import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+from ...agent.answers import ErrorAnswer
+from ...agent.protocol import ProtocolError
 from ...errors import AgentError, RemoteCommandError
+
+A = TypeVar("A")
 
 STDERR_TAIL = 8192
 
@@ -93,13 +97,26 @@ class Transport(abc.ABC):
             raise RemoteCommandError(self.name, result.argv, result.exit_status, result.stderr_text(), result.signal)
         return result
 
-    async def run_json(self, argv: Sequence[str], *, input: bytes | None = None) -> dict[str, Any]:
-        """Run an agent verb that answers with one JSON object; its error becomes AgentError."""
+    async def run_json(self, argv: Sequence[str], parse: Callable[[Any, str], A], *, input: bytes | None = None) -> A:
+        """Run an agent verb that answers with one JSON object, read as its protocol type by `parse`.
+
+        An error answer (or a failed command) raises AgentError with the agent's
+        message; an answer that does not fit the protocol raises AgentError naming the field.
+        """
         result = await self.run(argv, input=input, check=False)
         doc = parse_json_reply(self.name, result)
-        if "error" in doc or not result.ok:
-            raise AgentError(f"{self.name}: {doc.get('error') or result.stderr_text().strip()[-800:]}")
-        return doc
+        error = ErrorAnswer.in_answer(doc)
+        if error is not None or not result.ok:
+            raise AgentError(f"{self.name}: {(error.error if error else '') or result.stderr_text().strip()[-800:]}")
+        return read_answer(self.name, parse, doc, argv[2] if len(argv) > 2 else "answer")
+
+
+def read_answer(host: str, parse: Callable[[Any, str], A], doc: Any, what: str) -> A:
+    """An agent's answer as its protocol type; one that does not fit is the agent's error, naming the field."""
+    try:
+        return parse(doc, what)
+    except ProtocolError as exc:
+        raise AgentError(f"{host}: the agent's answer does not fit the protocol: {exc}") from exc
 
 
 def parse_json_reply(host: str, result: CommandResult) -> dict[str, Any]:
