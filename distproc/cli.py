@@ -156,7 +156,9 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a job and wait for its end")
     # The job stays a str: Path("./-") would be "-", and ./- is how to name a file called "-".
     run.add_argument("job", help="a CreateProcessingJob request (JSON); - reads standard input")
-    run.add_argument("-i", "--inventory", type=Path, required=True, help="Ansible YAML inventory")
+    run.add_argument(
+        "-i", "--inventory", type=Path, required=True, help="Ansible YAML inventory, or a Slurm cluster (slurm:)"
+    )
     run.add_argument("--job-name", metavar="NAME", help="use this ProcessingJobName instead of the file's")
     run.add_argument(
         "--stop-grace",
@@ -313,6 +315,32 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("-o", "--output", type=Path, required=True, metavar="FILE", help="where to write it (.html)")
     report.set_defaults(func=cmd_report)
 
+    export = sub.add_parser(
+        "export",
+        help="print a job's CreateProcessingJob request for SageMaker "
+        "(aws sagemaker create-processing-job --cli-input-json file://FILE)",
+    )
+    export.add_argument("name", help="the job's ProcessingJobName")
+    export.add_argument("--role-arn", metavar="ARN", help="the IAM role SageMaker runs it as, when the job names none")
+    export.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 2 when something is left to change before SageMaker takes it (a file:// URI, no RoleArn)",
+    )
+    export.add_argument("-o", "--output", type=Path, metavar="FILE", help="write it to FILE instead of stdout")
+    export.set_defaults(func=cmd_export, logs=False)
+
+    imported = sub.add_parser(
+        "import",
+        help="print the CreateProcessingJob request of a job that ran on SageMaker (DescribeProcessingJob), "
+        "for `distproc run`",
+    )
+    imported.add_argument("name", help="the SageMaker processing job's ProcessingJobName")
+    imported.add_argument("--region", metavar="REGION", help="its AWS region (default: boto3's own: AWS_REGION, ...)")
+    imported.add_argument("--endpoint-url", metavar="URL", help="SageMaker API endpoint (default: AWS's)")
+    imported.add_argument("-o", "--output", type=Path, metavar="FILE", help="write it to FILE instead of stdout")
+    imported.set_defaults(func=cmd_import)
+
     hosts = sub.add_parser("hosts", help="the inventory's hosts")
     hosts_sub = hosts.add_subparsers(dest="hosts_command", required=True, metavar="COMMAND", help="what to do")
     check = hosts_sub.add_parser(
@@ -355,6 +383,10 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
         job = parse_job({**job.request_dict(), "ProcessingJobName": args.job_name})
     if args.inventory is None:
         return job, None
+    slurm = _slurm_inventory(args.inventory)
+    if slurm is not None:
+        # Slurm picks the nodes when it runs the job; what can be checked now is where it would go.
+        return job, slurm.mapping_for(job.cluster.instance_type)
     # Only now: the inventory package and yaml were a quarter of `validate JOB`'s start (docs/benchmarks.md).
     from .inventory import load_inventory, select_hosts
 
@@ -368,6 +400,32 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
     return job, hosts
 
 
+def _slurm_inventory(path: Path) -> Any:
+    """The Slurm cluster an inventory file names (a top-level ``slurm:``), or None for a fleet's hosts."""
+    from .backends.slurm.inventory import slurm_inventory_at
+
+    return slurm_inventory_at(path)
+
+
+def _backend(path: Path) -> Any:
+    """Where `run` gets its hosts: a SlurmBackend for a Slurm inventory, None for the SSH fleet (the default)."""
+    slurm = _slurm_inventory(path)
+    if slurm is None:
+        return None
+    import structlog
+
+    from .backends.slurm.backend import SlurmBackend
+
+    log = structlog.get_logger("distproc")
+
+    def waiting(reason: str) -> None:
+        log.info("queued in Slurm", reason=reason)
+
+    return SlurmBackend(
+        slurm, node_python=slurm.python, node_work_dir=slurm.work_dir, docker_host=slurm.docker_host, on_wait=waiting
+    )
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     try:
         job, hosts = _load(args)
@@ -378,6 +436,20 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(f"distproc: {exc}", file=sys.stderr)
         return EXIT_INVALID
     plan = []
+    if hasattr(hosts, "partition"):
+        # A Slurm inventory: the partition the job would queue in (its nodes are Slurm's choice, later).
+        cluster = job.cluster
+        if args.json:
+            slurm = {"Partition": hosts.partition, "GpusPerNode": hosts.gpus}
+            slurm |= {"Account": hosts.account, "Qos": hosts.qos}
+            document = {"ProcessingJobName": job.name, "Valid": True, "Warnings": list(job.warnings), "Slurm": slurm}
+            print(json.dumps({**document, "Plan": []}, indent=2))
+            return 0
+        print(f"job {job.name} is valid: {cluster.instance_count} x {cluster.instance_type}, image {job.app.image_uri}")
+        for warning in job.warnings:
+            print(f"warning: {warning}")
+        print(f"  Slurm: {cluster.instance_count} nodes in partition {hosts.partition}")
+        return 0
     if hosts is not None:
         from .plan import algo_names
 
@@ -434,6 +506,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .ui.logconfig import configure
 
     job, hosts = _load(args)
+    backend = _backend(args.inventory)
+    if backend is not None and args.wait_for_hosts is not None:
+        why = "--wait-for-hosts is for an SSH fleet; on Slurm the job waits in Slurm's queue"
+        print(f"distproc: {why}", file=sys.stderr)
+        return EXIT_INVALID
     if args.assume_role and args.aws_credentials != "forward":
         print("distproc: --assume-role needs --aws-credentials forward", file=sys.stderr)
         return EXIT_INVALID
@@ -459,7 +536,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         orphan_timeout_seconds=max(0.0, args.orphan_timeout),
         wait_for_hosts_seconds=args.wait_for_hosts,
     )
-    runner = JobRunner(job, hosts, store, str(args.inventory), options)
+    runner = JobRunner(job, () if backend is not None else hosts, store, str(args.inventory), options, backend)
 
     async def main() -> Any:
         loop = asyncio.get_running_loop()
@@ -628,6 +705,49 @@ def cmd_report(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     print(f"wrote {args.output}")
     return 0
+
+
+def _print_or_write(document: dict[str, Any], output: Path | None) -> int:
+    """A request as JSON on stdout, or in the file -o names."""
+    text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    if output is None:
+        sys.stdout.write(text)
+        return 0
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        print(f"distproc: cannot write {output}: {exc.strerror}", file=sys.stderr)
+        return EXIT_ERROR
+    print(f"wrote {output}", file=sys.stderr)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .sdk.roundtrip import export_request
+
+    exported = export_request(dict(_store(args).get_job(args.name).request), args.role_arn)
+    for note in exported.notes:
+        print(f"note: {note}", file=sys.stderr)
+    for need in exported.needs:
+        print(f"needs changing for SageMaker: {need}", file=sys.stderr)
+    code = _print_or_write(exported.request, args.output)
+    if code == 0 and args.strict and exported.needs:
+        print(f"distproc: {len(exported.needs)} thing(s) to change for SageMaker (--strict)", file=sys.stderr)
+        return EXIT_INVALID
+    return code
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from .errors import SageMakerError
+    from .sdk.roundtrip import request_from_description
+    from .sdk.sagemaker_api import describe_processing_job
+
+    try:
+        described = describe_processing_job(args.name, args.region, args.endpoint_url)
+    except SageMakerError as exc:
+        print(f"distproc: {exc}", file=sys.stderr)
+        return EXIT_INVALID if exc.client_error else EXIT_ERROR
+    return _print_or_write(request_from_description(described), args.output)
 
 
 def cmd_list(args: argparse.Namespace) -> int:

@@ -148,6 +148,18 @@ class StoreError(DistprocError):
     """The job store could not be opened, read or written."""
 
 
+class SageMakerError(DistprocError):
+    """SageMaker's API (`distproc import`) refused or could not be reached.
+
+    `client_error`: the caller's fault (no such job, refused credentials, no
+    region), exit 2; else the service's or the network's, exit 4.
+    """
+
+    def __init__(self, message: str, client_error: bool = True) -> None:
+        self.client_error = client_error
+        super().__init__(message)
+
+
 class UnsafePathError(DistprocError):
     """A name from a job would make a path outside the folder it belongs in.
 

@@ -57,14 +57,17 @@ def _free_port(host: str) -> int:
         return int(sock.getsockname()[1])
 
 
-def start_moto_server(host: str = "127.0.0.1", auth: bool = False, timeout: float = 30.0) -> MotoServer:
+def start_moto_server(
+    host: str = "127.0.0.1", auth: bool = False, timeout: float = 30.0, launcher: list[str] | None = None
+) -> MotoServer:
+    """`launcher`: the command that starts the server, given `-H HOST -p PORT` (default: moto_server)."""
     port = _free_port(host)
     env = {**os.environ, "MOTO_PORT": str(port)}
     if auth:
         env["INITIAL_NO_AUTH_ACTION_COUNT"] = "3"
-    moto = Path(sys.executable).parent / "moto_server"
+    command = launcher or [str(Path(sys.executable).parent / "moto_server")]
     process = subprocess.Popen(
-        [str(moto), "-H", host, "-p", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [*command, "-H", host, "-p", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     deadline = time.monotonic() + timeout
     while True:

@@ -12,6 +12,7 @@ from distproc.backends.slurm.inventory import (
     is_slurm_document,
     load_slurm_inventory,
     parse_slurm_inventory,
+    slurm_inventory_at,
 )
 from distproc.errors import InventoryError
 
@@ -80,6 +81,32 @@ def test_this_machine_as_the_submit_node_and_defaults() -> None:
     assert inv.submit.connection == "local"
     assert (inv.account, inv.qos, inv.exclusive, inv.shared_dir) == (None, None, True, None)
     assert parse(local(exclusive=False)).exclusive is False
+    assert (inv.docker_host, inv.work_dir, inv.python) == (None, "/var/tmp/distproc", "python3")
+
+
+def test_the_nodes_docker_work_dir_and_python() -> None:
+    inv = parse(local(docker_host="unix:///run/docker-{node}.sock", work_dir="/scratch/dp/", python="/usr/bin/python3"))
+    assert (inv.docker_host, inv.work_dir, inv.python) == (
+        "unix:///run/docker-{node}.sock",
+        "/scratch/dp",
+        "/usr/bin/python3",
+    )
+
+
+def test_slurm_inventory_at_tells_a_slurm_file_from_a_fleet_file(tmp_path: Path) -> None:
+    slurm = tmp_path / "slurm.yaml"
+    slurm.write_text("slurm:\n  submit: {ansible_connection: local}\n  instance_types: {ml.m5.xlarge: cpu}\n")
+    fleet = tmp_path / "hosts.yaml"
+    fleet.write_text("all:\n  hosts:\n    h1: {ansible_host: 10.0.0.1}\n")
+    found = slurm_inventory_at(slurm)
+    assert found is not None and found.mapping_for("ml.m5.xlarge").partition == "cpu"
+    assert slurm_inventory_at(fleet) is None
+    # Unreadable files are left to the fleet's reader, whose errors say why.
+    assert slurm_inventory_at(tmp_path / "missing.yaml") is None
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("slurm:\n  submit: {ansible_connection: local}\n")
+    with pytest.raises(InventoryError, match=r"slurm\.instance_types"):
+        slurm_inventory_at(bad)
 
 
 def test_an_instance_type_the_cluster_does_not_map_is_refused_naming_it() -> None:
@@ -136,6 +163,11 @@ def test_an_instance_type_the_cluster_does_not_map_is_refused_naming_it() -> Non
         (local(shared_dir="shared"), "slurm.shared_dir", "absolute path"),
         (local(shared_dir="/shared/../etc"), "slurm.shared_dir", "without '..'"),
         (local(partition="cpu"), "slurm.partition", "unknown setting"),
+        (local(docker_host="/run/docker.sock"), "slurm.docker_host", "unix://"),
+        (local(docker_host="unix:///a\nb"), "slurm.docker_host", "Docker address"),
+        (local(work_dir="var/tmp"), "slurm.work_dir", "absolute path"),
+        (local(work_dir="/"), "slurm.work_dir", "below /"),
+        (local(python="python3 -X dev"), "slurm.python", "without spaces"),
         (
             {"submit": {"ansible_connection": "local", "distproc_gpus": 4}, "instance_types": {"ml.m5.xlarge": "c"}},
             "slurm.submit.distproc_gpus",

@@ -11,8 +11,9 @@ reach    a node of a recorded job, through a new srun step;
 ended    cancels the allocation once the job is over (prepared nodes' cleanup
          gives back their leases, not the allocation).
 
-JobRunner(backend=SlurmBackend(...)) runs a job on it end to end; not yet
-wired to the CLI or load_inventory (docs/slurm.md says what is missing).
+JobRunner(backend=SlurmBackend(...)) runs a job on it end to end; `distproc
+run` builds one for an inventory file with a top-level ``slurm:`` (cli._backend;
+docs/slurm.md says what is still missing).
 """
 
 from __future__ import annotations

@@ -13,6 +13,9 @@ listing hosts::
       qos: normal                  # optional
       exclusive: true              # whole nodes (default true)
       shared_dir: /shared/distproc # optional: a filesystem every node and the submit node see
+      docker_host: unix:///run/docker-{node}.sock  # optional: each node's Docker ({node}: its name)
+      work_dir: /var/tmp/distproc  # optional: each node's own folder for the agent and job files
+      python: python3              # optional: the nodes' Python for the agent
       instance_types:
         ml.m5.xlarge: {partition: cpu}
         ml.g4dn.12xlarge: {partition: gpu, gpus: 4, gpu_type: t4, qos: gpu}
@@ -24,9 +27,10 @@ be handed to Slurm as one plain word (a partition with a space, an account
 with a ``;``) is refused here, so nothing from this file needs shell quoting
 later, though submission quotes it anyway.
 
-Not yet read by ``load_inventory`` (its result is a list of hosts; a Slurm
+``load_inventory`` does not read it (its result is a list of hosts; a Slurm
 cluster has none until Slurm allocates them): :func:`load_slurm_inventory`
-reads such a file, :func:`is_slurm_document` tells one apart.
+reads such a file, :func:`slurm_inventory_at` tells one apart (the CLI's
+``run`` and ``validate`` use it).
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ __all__ = [
     "is_slurm_document",
     "load_slurm_inventory",
     "parse_slurm_inventory",
+    "slurm_inventory_at",
 ]
 
 GpuFlag: TypeAlias = Literal["gres", "gpus-per-node"]
@@ -60,7 +65,12 @@ GpuFlag: TypeAlias = Literal["gres", "gpus-per-node"]
 #: own names are in practice. Slurm allows a little more in some of them; a
 #: site that needs it tells us, rather than this accepting shell syntax.
 _SLURM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
-_KEYS = frozenset({"submit", "account", "qos", "exclusive", "shared_dir", "instance_types"})
+_KEYS = frozenset(
+    {"submit", "account", "qos", "exclusive", "shared_dir", "instance_types", "docker_host", "work_dir", "python"}
+)
+#: What a node's Docker address may start with (the fleet's distproc_docker_host rule).
+_DOCKER_HOST_SCHEMES = ("unix://", "tcp://", "ssh://", "fd://", "npipe://")
+DEFAULT_NODE_WORK_DIR = "/var/tmp/distproc"
 _TYPE_KEYS = frozenset({"partition", "gpus", "gpu_type", "gpu_flag", "account", "qos"})
 _GPU_FLAGS: tuple[GpuFlag, ...] = ("gres", "gpus-per-node")
 #: Host variables that describe a compute host, not the submit node: on Slurm
@@ -100,6 +110,13 @@ class SlurmInventory:
     exclusive: bool = True
     #: A directory every node and the submit node see (None: nothing shared is assumed).
     shared_dir: str | None = None
+    #: Each node's Docker daemon, ``{node}`` standing for the node's name; None: the node's default.
+    docker_host: str | None = None
+    #: Each node's own folder for the agent and the job's files (bind-mounted: it must be node-local
+    #: or at least what that node's Docker sees).
+    work_dir: str = DEFAULT_NODE_WORK_DIR
+    #: The Python that runs the agent on every node.
+    python: str = "python3"
 
     def mapping_for(self, instance_type: str) -> PartitionMapping:
         """The partition for a job's instance type; an InventoryError naming the field if there is none."""
@@ -115,6 +132,22 @@ class SlurmInventory:
 def is_slurm_document(data: object) -> bool:
     """Whether a YAML document names a Slurm cluster (a top-level ``slurm:`` key)."""
     return isinstance(data, dict) and "slurm" in data
+
+
+def slurm_inventory_at(path: str | Path) -> SlurmInventory | None:
+    """The Slurm cluster a file names, or None when it is not a Slurm document (a fleet inventory).
+
+    A file that cannot be read as YAML is left to the fleet's reader, whose errors say why.
+    """
+    path = Path(path)
+    problems: list[Violation] = []
+    try:
+        data = load_yaml(path, str(path), problems)
+    except (InventoryError, RecursionError):
+        return None  # the fleet's reader says the same, in its own words
+    if problems or not is_slurm_document(data):
+        return None
+    return parse_slurm_inventory(data, path)
 
 
 def load_slurm_inventory(path: str | Path) -> SlurmInventory:
@@ -164,6 +197,9 @@ class _Parser:
             exclusive = True
         shared_dir = self.shared_dir(body.get("shared_dir"))
         types = self.instance_types(body.get("instance_types"), account, qos)
+        docker_host = self.docker_host(body.get("docker_host"))
+        work_dir = self.work_dir(body.get("work_dir"))
+        python = self.python(body.get("python"))
         if self.problems or submit is None:
             raise InventoryError.listing(self.source, self.problems)
         return SlurmInventory(
@@ -174,6 +210,9 @@ class _Parser:
             qos=qos,
             exclusive=exclusive,
             shared_dir=shared_dir,
+            docker_host=docker_host,
+            work_dir=work_dir,
+            python=python,
         )
 
     def submit(self, value: Any, path: Path) -> Host | None:
@@ -227,6 +266,46 @@ class _Parser:
             self.problem(where, f"must be an absolute path without '..', not {_show(value)}")
             return None
         return posixpath.normpath(value)
+
+    def docker_host(self, value: Any) -> str | None:
+        where = "slurm.docker_host"
+        if value is None:
+            return None
+        if (
+            not isinstance(value, str)
+            or not value.startswith(_DOCKER_HOST_SCHEMES)
+            or any(c in value for c in "\0\n")
+            or len(value) > 1024
+        ):
+            schemes = ", ".join(_DOCKER_HOST_SCHEMES)
+            self.problem(where, f"must be a Docker address starting {schemes} ({{node}}: the node), not {_show(value)}")
+            return None
+        return value
+
+    def work_dir(self, value: Any) -> str:
+        where = "slurm.work_dir"
+        if value is None:
+            return DEFAULT_NODE_WORK_DIR
+        normal = posixpath.normpath(value) if isinstance(value, str) else ""
+        if (
+            not isinstance(value, str)
+            or not value.startswith("/")
+            or normal in ("/", "//")
+            or any(c in value for c in "\0\n")
+            or len(value) > 1024
+        ):
+            self.problem(where, f"must be an absolute path below /, not {_show(value)}")
+            return DEFAULT_NODE_WORK_DIR
+        return normal
+
+    def python(self, value: Any) -> str:
+        where = "slurm.python"
+        if value is None:
+            return "python3"
+        if not isinstance(value, str) or not value or any(c in value for c in "\0\n \t") or len(value) > 1024:
+            self.problem(where, f"must be one command or path without spaces, not {_show(value)}")
+            return "python3"
+        return value
 
     def instance_types(self, value: Any, account: str | None, qos: str | None) -> dict[str, PartitionMapping]:
         where = "slurm.instance_types"
