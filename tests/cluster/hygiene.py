@@ -8,7 +8,7 @@ import os
 import re
 import shutil
 import signal
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -257,6 +257,27 @@ def _remove_containers(layouts: Sequence[DaemonLayout]) -> None:
         list(pool.map(one, layouts))
 
 
+def delete_network(
+    veth_re: re.Pattern[str], bridge: str, netns: Iterable[str], ours_left: Callable[[], list[str]]
+) -> None:
+    """Delete our veths (by name pattern), the namespaces and the bridge; fail if a namespace stays.
+
+    Shared by the SSH test cluster and the Slurm test cluster, each with its own names.
+    """
+    ip = _tool("ip")
+    links = _run([ip, "-o", "link", "show"], check=False).stdout
+    for m in re.finditer(r"^\d+:\s+([^:@\s]+)", links, re.M):
+        if veth_re.match(m.group(1)):
+            _run([ip, "link", "del", m.group(1)], check=False)
+    for n in netns:
+        _run([ip, "netns", "del", n], check=False)
+    if re.search(rf"^\d+:\s+{re.escape(bridge)}[:@]", links, re.M):
+        _run([ip, "link", "del", bridge], check=False)
+    left = ours_left()
+    if left:
+        raise ClusterError(f"could not delete network namespaces: {', '.join(left)}")
+
+
 def _stop_daemons(layouts: Sequence[DaemonLayout], *, sshd: bool) -> None:
     """Stop the daemons known by pid file: politely where they are healthy, else SIGKILL.
 
@@ -321,18 +342,7 @@ def teardown(cfg: ClusterConfig, *, purge: bool = False) -> None:
     _kill_everything(cfg, netns)
     _unmount_all([cfg.run_dir, cfg.cluster_dir])
 
-    ip = _tool("ip")
-    links = _run([ip, "-o", "link", "show"], check=False).stdout
-    for m in re.finditer(r"^\d+:\s+([^:@\s]+)", links, re.M):
-        if VETH_RE.match(m.group(1)):
-            _run([ip, "link", "del", m.group(1)], check=False)
-    for n in netns:
-        _run([ip, "netns", "del", n], check=False)
-    if re.search(rf"^\d+:\s+{BRIDGE}[:@]", links, re.M):
-        _run([ip, "link", "del", BRIDGE], check=False)
-    left = _our_netns()
-    if left:
-        raise ClusterError(f"could not delete network namespaces: {', '.join(left)}")
+    delete_network(VETH_RE, BRIDGE, netns, _our_netns)
 
     _remove_cgroups()
     shutil.rmtree(cfg.run_dir, ignore_errors=True)

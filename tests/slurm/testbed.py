@@ -23,7 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.cluster.constants import STOP_TIMEOUT, ClusterError
-from tests.cluster.hygiene import _check_ours, _mark_ours, _pid_from_file, _pids_in_netns, _stop_pids, _unmount_all
+from tests.cluster.hygiene import (
+    _check_ours,
+    _mark_ours,
+    _pid_from_file,
+    _pids_in_netns,
+    _stop_pids,
+    _unmount_all,
+    delete_network,
+)
 from tests.cluster.lock import path_lock
 from tests.cluster.process import (
     _alive,
@@ -210,18 +218,7 @@ def teardown(cfg: SlurmConfig) -> None:
     if cfg.state_dir.exists():
         _unmount_all([cfg.state_dir])
 
-    ip = _tool("ip")
-    links = _run([ip, "-o", "link", "show"], check=False).stdout
-    for m in re.finditer(r"^\d+:\s+([^:@\s]+)", links, re.M):
-        if VETH_RE.match(m.group(1)):
-            _run([ip, "link", "del", m.group(1)], check=False)
-    for n in netns:
-        _run([ip, "netns", "del", n], check=False)
-    if re.search(rf"^\d+:\s+{BRIDGE}[:@]", links, re.M):
-        _run([ip, "link", "del", BRIDGE], check=False)
-    left_ns = _our_netns()
-    if left_ns:
-        raise ClusterError(f"could not delete network namespaces: {', '.join(left_ns)}")
+    delete_network(VETH_RE, BRIDGE, netns, _our_netns)
     _reap()
 
 
