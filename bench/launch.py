@@ -16,6 +16,11 @@ first N hosts with each contestant, taking turns at going first:
   address -> docker.sock.
 - ssh (N in --overhead-sizes only): N `ssh HOST docker run --rm IMAGE true`
   started at once, until all have returned: the floor for a no-op job.
+- cold (with --cold): distproc as above without its warm agent
+  (DISTPROC_AGENT_IDLE_SECONDS=0): an agent process started on every host for every job.
+
+distproc's critical path comes from its store's events: when its first
+connection began, and when the last host had connected and had its agent ready.
 
 CPU (user+sys) and peak RSS of the distproc and pdsh processes come from
 wait4(); the distproc process's own CPU, without children, from /proc before
@@ -79,7 +84,12 @@ def measured(argv: list[str], env: dict[str, str] | None = None) -> dict[str, fl
 class Bench:
     def __init__(self, cluster: Cluster, home: Path, pdsh: str) -> None:
         self.cluster, self.home, self.pdsh = cluster, home, pdsh
-        self.env = {**os.environ, "DISTPROC_HOME": str(home / "store")}
+        # As installed from wheels, distproc and its libraries have their bytecode; here
+        # (PYTHONDONTWRITEBYTECODE=1, a .venv without .pyc) every start would compile
+        # asyncssh and cryptography again (0.4 s of CPU): a private cache, filled by the
+        # warm-up round, stands in for the wheels' bytecode.
+        self.env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        self.env.update(DISTPROC_HOME=str(home / "store"), PYTHONPYCACHEPREFIX=str(home / "pycache"))
         self.socks = home / "sock"  # address -> that host's docker.sock, for pdsh's remote command
         self.socks.mkdir()
         for h in cluster.hosts:
@@ -91,7 +101,11 @@ class Bench:
             "-o StrictHostKeyChecking=yes",
         }
 
-    def distproc(self, n: int) -> dict[str, float]:
+    def cold(self, n: int) -> dict[str, float]:
+        """distproc without its warm agent (DISTPROC_AGENT_IDLE_SECONDS=0): an agent started per host per job."""
+        return self.distproc(n, {"DISTPROC_AGENT_IDLE_SECONDS": "0"})
+
+    def distproc(self, n: int, extra_env: dict[str, str] | None = None) -> dict[str, float]:
         name = f"launch-{n}-{uuid.uuid4().hex[:12]}"
         hosts = self.cluster.hosts[:n]
         inv = self.cluster.write_inventory(self.home / f"inv-{n}.yaml", hosts=hosts)
@@ -106,7 +120,7 @@ class Bench:
             )
         )
         argv = [sys.executable, "-m", "distproc", "run", "--quiet", "--no-live", "--metrics-interval", "0"]
-        r = measured([*argv, "-i", str(inv), str(job)], self.env)
+        r = measured([*argv, "-i", str(inv), str(job)], {**self.env, **(extra_env or {})})
         starts = [
             e["time"]
             for h in hosts
@@ -116,7 +130,28 @@ class Bench:
         ]
         if len(starts) != n:
             raise RuntimeError(f"{name}: {len(starts)} container_started events for {n} hosts")
-        return {**r, "latency": max(starts) - r["t0"]}
+        return {**r, "latency": max(starts) - r["t0"], **self.path(name, r["t0"])}
+
+    def path(self, name: str, t0: float) -> dict[str, float]:
+        """The critical path from the store's events: when the first connection began, and when the
+        last host had connected and had its agent ready (claimed, prepared and launched), each from t0."""
+        from distproc.store.db import Store
+
+        store = Store(self.home / "store")
+        try:
+            events = store.events(name)
+        finally:
+            store.close()
+        out: dict[str, float] = {}
+        for kind, key, pick in (
+            ("connect_started", "path_first_connect", min),
+            ("connected", "path_connected", max),
+            ("agent_ready", "path_agent_ready", max),
+        ):
+            times = [e["time"] for e in events if e["kind"] == kind]
+            if times:
+                out[key] = pick(times) - t0
+        return out
 
     def pdsh_run(self, n: int) -> dict[str, float]:
         name = f"bench-pdsh-{uuid.uuid4().hex[:12]}"
@@ -184,10 +219,19 @@ def analyse(runs: dict[int, list[dict[str, dict[str, float]]]]) -> dict[str, Any
             "distproc_maxrss_per_host_mib": summary([x["maxrss_mib"] / n for x in d]),
             "pdsh_maxrss_mib": summary([x["maxrss_mib"] for x in p]),
         }
+        for key in ("path_first_connect", "path_connected", "path_agent_ready"):
+            if all(key in x for x in d):
+                s[key] = summary([x[key] for x in d])
         if all("ssh" in r for r in rounds):
             sw = [r["ssh"]["wall"] for r in rounds]
             s["ssh_wall"] = summary(sw)
             s["overhead_ratio"] = summary([a["wall"] / b for a, b in zip(d, sw, strict=True)])
+        if all("cold" in r for r in rounds):
+            c = [r["cold"] for r in rounds]
+            s["cold_latency"] = summary([x["latency"] for x in c])
+            s["cold_latency_ratio"] = summary([a["latency"] / b["latency"] for a, b in zip(c, p, strict=True)])
+            s["cold_cpu_per_host"] = summary([x["cpu"] / n for x in c])
+            s["cold_cpu_ratio"] = summary([a["cpu"] / b["cpu"] for a, b in zip(c, p, strict=True)])
         out["sizes"][n] = s
     ns = sorted(runs)
     out["fits"] = {
@@ -271,6 +315,30 @@ def table(res: dict[str, Any]) -> str:
             f"{fmt(s['cpu_ratio'])} | {s['distproc_maxrss_mib']['median']:.1f} "
             f"({s['distproc_maxrss_per_host_mib']['median']:.2f}) |"
         )
+    if all("cold_latency" in s for s in res["sizes"].values()):
+        rows += [
+            "",
+            "| N | distproc without warm agent: launch s | its ratio to pdsh | its CPU ms/host | its CPU ratio |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for n, s in res["sizes"].items():
+            cpu = {**s["cold_cpu_per_host"], "median": s["cold_cpu_per_host"]["median"] * 1e3}
+            cpu["range"] = [v * 1e3 for v in s["cold_cpu_per_host"]["range"]]
+            rows.append(
+                f"| {n} | {fmt(s['cold_latency'])} | {fmt(s['cold_latency_ratio'])} | {fmt(cpu, '.0f')} | "
+                f"{fmt(s['cold_cpu_ratio'])} |"
+            )
+    rows += [
+        "",
+        "| N | distproc: first connection begun s | all connected s | all prepared (agent ready) s | all started s |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for n, s in res["sizes"].items():
+        if "path_agent_ready" in s:
+            rows.append(
+                f"| {n} | {fmt(s['path_first_connect'])} | {fmt(s['path_connected'])} | "
+                f"{fmt(s['path_agent_ready'])} | {fmt(s['distproc_latency'])} |"
+            )
     return "\n".join(rows)
 
 
@@ -280,6 +348,9 @@ def main() -> int:
     parser.add_argument("--hosts", type=int, default=64, help="hosts in the cluster")
     parser.add_argument("--sizes", default="1,8,32,64", help="N values, comma-separated")
     parser.add_argument("--overhead-sizes", default="1,8", help="N values also run with parallel ssh")
+    parser.add_argument(
+        "--cold", action="store_true", help="also run distproc without its warm agent (an agent start per job)"
+    )
     parser.add_argument(
         "--docs-plot", action="store_true", help="also write the plot to docs/launch-latency.svg (tracked)"
     )
@@ -301,6 +372,8 @@ def main() -> int:
         for rep in range(args.repeats):
             for i, n in enumerate(sizes):
                 who = {"distproc": bench.distproc, "pdsh": bench.pdsh_run}
+                if args.cold:
+                    who["cold"] = bench.cold
                 if n in overhead:
                     who["ssh"] = bench.ssh_run
                 order = list(who)

@@ -40,7 +40,15 @@ if TYPE_CHECKING:
     from .run.options import RunOptions
     from .run.outcome import JobOutcome, JobStatus
     from .run.runner import JobRunner
-    from .sdk.frameworks import PySparkProcessor, SKLearnProcessor
+    from .sdk.frameworks import (
+        FrameworkProcessor,
+        MXNetProcessor,
+        PySparkProcessor,
+        PyTorchProcessor,
+        SKLearnProcessor,
+        TensorFlowProcessor,
+        XGBoostProcessor,
+    )
     from .sdk.processing import (
         JobHandle,
         ProcessingInput,
@@ -49,6 +57,7 @@ if TYPE_CHECKING:
         Processor,
         ScriptProcessor,
         UnexpectedStatusError,
+        UnexpectedStatusException,
     )
     from .sdk.session import Session
     from .spec import JobSpec, load_job, parse_job
@@ -60,6 +69,7 @@ __all__ = [
     "AgentError",
     "ConnectionError_",
     "DistprocError",
+    "FrameworkProcessor",
     "Host",
     "HostKeyError",
     "Inventory",
@@ -71,11 +81,13 @@ __all__ = [
     "JobRunner",
     "JobSpec",
     "JobStatus",
+    "MXNetProcessor",
     "ProcessingInput",
     "ProcessingJob",
     "ProcessingOutput",
     "Processor",
     "PySparkProcessor",
+    "PyTorchProcessor",
     "RemoteCommandError",
     "RunOptions",
     "SKLearnProcessor",
@@ -85,8 +97,11 @@ __all__ = [
     "StagingError",
     "Store",
     "StoreError",
+    "TensorFlowProcessor",
     "UnexpectedStatusError",
+    "UnexpectedStatusException",
     "Violation",
+    "XGBoostProcessor",
     "__version__",
     "load_inventory",
     "load_job",
@@ -125,9 +140,15 @@ _HOME = {
     "Processor": "sdk.processing",
     "ScriptProcessor": "sdk.processing",
     "UnexpectedStatusError": "sdk.processing",
+    "UnexpectedStatusException": "sdk.processing",
     "Session": "sdk.session",
     "SKLearnProcessor": "sdk.frameworks",
     "PySparkProcessor": "sdk.frameworks",
+    "FrameworkProcessor": "sdk.frameworks",
+    "PyTorchProcessor": "sdk.frameworks",
+    "TensorFlowProcessor": "sdk.frameworks",
+    "XGBoostProcessor": "sdk.frameworks",
+    "MXNetProcessor": "sdk.frameworks",
     "JobSpec": "spec",
     "load_job": "spec",
     "parse_job": "spec",

@@ -20,8 +20,9 @@ import math
 import os
 import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO, cast
+from typing import TYPE_CHECKING, Any, TextIO, TypeAlias, cast
 
 from . import __version__
 from .errors import (
@@ -33,6 +34,10 @@ from .errors import (
     SpecError,
     Violation,
 )
+
+if TYPE_CHECKING:
+    from .backends.slurm.inventory import PartitionMapping, SlurmInventory
+    from .inventory import Host
 
 EXIT_COMPLETED = 0
 EXIT_FAILED = 1
@@ -374,7 +379,26 @@ def _store(args: argparse.Namespace) -> Any:
     return Store(args.home)
 
 
-def _load(args: argparse.Namespace) -> tuple[Any, Any]:
+@dataclass(frozen=True, slots=True)
+class FleetTarget:
+    """Where a job goes on an SSH fleet: the inventory's hosts chosen for it, in algo order (spares after)."""
+
+    hosts: tuple[Host, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SlurmTarget:
+    """Where a job goes on a Slurm cluster: the cluster and the partition its InstanceType maps to."""
+
+    inventory: SlurmInventory
+    mapping: PartitionMapping
+
+
+#: What an inventory file says of a job's hosts; None: no inventory given.
+Target: TypeAlias = "FleetTarget | SlurmTarget | None"
+
+
+def _load(args: argparse.Namespace) -> tuple[Any, Target]:
     from .spec import load_job, parse_job
 
     job = load_job(args.job)
@@ -386,7 +410,7 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
     slurm = _slurm_inventory(args.inventory)
     if slurm is not None:
         # Slurm picks the nodes when it runs the job; what can be checked now is where it would go.
-        return job, slurm.mapping_for(job.cluster.instance_type)
+        return job, SlurmTarget(slurm, slurm.mapping_for(job.cluster.instance_type))
     # Only now: the inventory package and yaml were a quarter of `validate JOB`'s start (docs/benchmarks.md).
     from .inventory import load_inventory, select_hosts
 
@@ -396,22 +420,22 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
         # `run` leases hosts as it goes: the selected ones first, then any other host of the type.
         chosen = {h.name for h in hosts}
         spares = tuple(h for h in inventory.hosts if h.serves(job.cluster.instance_type) and h.name not in chosen)
-        return job, hosts + spares
-    return job, hosts
+        return job, FleetTarget(tuple(hosts) + spares)
+    return job, FleetTarget(tuple(hosts))
 
 
-def _slurm_inventory(path: Path) -> Any:
+def _slurm_inventory(path: Path) -> SlurmInventory | None:
     """The Slurm cluster an inventory file names (a top-level ``slurm:``), or None for a fleet's hosts."""
     from .backends.slurm.inventory import slurm_inventory_at
 
     return slurm_inventory_at(path)
 
 
-def _backend(path: Path) -> Any:
+def _backend(target: Target) -> Any:
     """Where `run` gets its hosts: a SlurmBackend for a Slurm inventory, None for the SSH fleet (the default)."""
-    slurm = _slurm_inventory(path)
-    if slurm is None:
+    if not isinstance(target, SlurmTarget):
         return None
+    slurm = target.inventory
     import structlog
 
     from .backends.slurm.backend import SlurmBackend
@@ -428,7 +452,7 @@ def _backend(path: Path) -> Any:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     try:
-        job, hosts = _load(args)
+        job, target = _load(args)
     except (SpecError, InventoryError) as exc:
         if not args.json:
             raise
@@ -436,22 +460,24 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(f"distproc: {exc}", file=sys.stderr)
         return EXIT_INVALID
     plan = []
-    if hasattr(hosts, "partition"):
+    if isinstance(target, SlurmTarget):
         # A Slurm inventory: the partition the job would queue in (its nodes are Slurm's choice, later).
-        cluster = job.cluster
+        cluster, mapping = job.cluster, target.mapping
         if args.json:
-            slurm = {"Partition": hosts.partition, "GpusPerNode": hosts.gpus}
-            slurm |= {"Account": hosts.account, "Qos": hosts.qos}
+            slurm = {"Partition": mapping.partition, "GpusPerNode": mapping.gpus}
+            slurm |= {"Account": mapping.account, "Qos": mapping.qos}
             document = {"ProcessingJobName": job.name, "Valid": True, "Warnings": list(job.warnings), "Slurm": slurm}
             print(json.dumps({**document, "Plan": []}, indent=2))
             return 0
         print(f"job {job.name} is valid: {cluster.instance_count} x {cluster.instance_type}, image {job.app.image_uri}")
         for warning in job.warnings:
             print(f"warning: {warning}")
-        print(f"  Slurm: {cluster.instance_count} nodes in partition {hosts.partition}")
+        print(f"  Slurm: {cluster.instance_count} nodes in partition {mapping.partition}")
         return 0
-    if hosts is not None:
+    if target is not None:
         from .plan import algo_names
+
+        hosts = target.hosts
 
         plan = [
             {
@@ -505,8 +531,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .run.runner import JobRunner
     from .ui.logconfig import configure
 
-    job, hosts = _load(args)
-    backend = _backend(args.inventory)
+    job, target = _load(args)
+    backend = _backend(target)
     if backend is not None and args.wait_for_hosts is not None:
         why = "--wait-for-hosts is for an SSH fleet; on Slurm the job waits in Slurm's queue"
         print(f"distproc: {why}", file=sys.stderr)
@@ -536,7 +562,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         orphan_timeout_seconds=max(0.0, args.orphan_timeout),
         wait_for_hosts_seconds=args.wait_for_hosts,
     )
-    runner = JobRunner(job, () if backend is not None else hosts, store, str(args.inventory), options, backend)
+    hosts = target.hosts if isinstance(target, FleetTarget) else ()
+    runner = JobRunner(job, hosts, store, str(args.inventory), options, backend)
 
     async def main() -> Any:
         loop = asyncio.get_running_loop()
@@ -649,11 +676,13 @@ def cmd_describe(args: argparse.Namespace) -> int:
 
 def _describe_json(store: Any, name: str) -> str:
     """The DescribeProcessingJob document of `describe --json` and `run --json`."""
-    from .store.timeline import job_timeline
+    from .store.timeline import job_timeline, queue_phase
     from .store.views import describe_document
 
     job = store.get_job(name)
-    return json.dumps(describe_document(job, job_timeline(store.events(name)), store.metrics(name)), indent=2)
+    events = store.events(name)
+    document = describe_document(job, job_timeline(events), store.metrics(name), queue_phase(events))
+    return json.dumps(document, indent=2)
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:

@@ -15,7 +15,8 @@ user is a bug.
     ├── ImageError           the job's image could not be saved here to ship to the hosts
     ├── StoreError           the job store could not be read or written
     ├── UnsafePathError      a name would make a path outside its folder (a guard behind validation)
-    ├── UnexpectedStatusError  a processor's wait() found the job Failed (the SDK's UnexpectedStatusException)
+    ├── UnexpectedStatusError  a processor's wait() found the job Failed (also a ValueError, as the SDK's
+    │                          UnexpectedStatusException, which is its other name)
     ├── JobExistsError       a job of that name is already in the store
     └── JobNotFoundError     no job of that name in the store
 """
@@ -195,12 +196,21 @@ class BadNextTokenError(DistprocError):
         super().__init__(f"--next-token: {reason}; run the listing again without --next-token")
 
 
-class UnexpectedStatusError(DistprocError):
-    """``wait()`` found the job Failed, where the SDK raises UnexpectedStatusException."""
+class UnexpectedStatusError(DistprocError, ValueError):
+    """``wait()`` found the job Failed, where the SDK raises ``sagemaker.exceptions.UnexpectedStatusException``.
+
+    A ValueError, as the SDK's is, with its attributes (``allowed_statuses``,
+    ``actual_status``) and message, so code that catches either keeps working.
+    """
 
     def __init__(self, job_name: str, actual_status: str, failure_reason: str | None) -> None:
         self.job_name = job_name
         self.actual_status = actual_status
         self.failure_reason = failure_reason
-        self.allowed_statuses = ("Completed", "Stopped")
-        super().__init__(f"Error for Processing job {job_name}: {actual_status}. Reason: {failure_reason}")
+        self.allowed_statuses = ["Completed", "Stopped"]  # a list, as the SDK's _check_job_status passes
+        reason = failure_reason or "(No reason provided)"
+        super().__init__(f"Error for Processing job {job_name}: {actual_status}. Reason: {reason}")
+
+
+#: The SDK's name for it (``from sagemaker.exceptions import UnexpectedStatusException``).
+UnexpectedStatusException = UnexpectedStatusError

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any, TypeVar
 
-from .agent.protocol import DockerAccess, HostTask, OutputSpec
+from .agent.protocol import PIPE_STAGING_ROOT, DockerAccess, HostTask, OutputSpec, PipeSpec
 from .inventory import Host
-from .spec import JobSpec, ProcessingInput, processing_job_config
+from .spec import JobSpec, ProcessingInput, pipe_path, processing_job_config
+from .staging import is_s3_uri
 from .userfiles import inside
 
 T = TypeVar("T")
@@ -120,6 +121,33 @@ def resource_config(plan: JobPlan, assignment: HostAssignment) -> dict[str, Any]
     }
 
 
+def pipe_staging_path(index: int) -> str:
+    """Where the file:// files of the job's input number `index` (Pipe mode) are unpacked on a host."""
+    return f"{PIPE_STAGING_ROOT}/{index}"
+
+
+def pipe_specs(assignment: HostAssignment) -> tuple[PipeSpec, ...]:
+    """The host's Pipe inputs: each named pipe and its objects, in key order (docs/staging.md)."""
+    out = []
+    for index, part in enumerate(assignment.inputs):
+        item = part.input
+        if item.input_mode != "Pipe":
+            continue
+        files = sorted(part.files, key=lambda f: f.relative_path)
+        s3 = is_s3_uri(item.uri)
+        out.append(
+            PipeSpec(
+                name=item.name,
+                path=pipe_path(item.local_path),
+                gzip=item.compression == "Gzip",
+                staged=None if s3 else pipe_staging_path(index),
+                # S3 objects are fetched by the host; file:// ones were unpacked under their relative path.
+                objects=tuple((f.source if s3 else f.relative_path, f.size) for f in files),
+            )
+        )
+    return tuple(out)
+
+
 def host_task(
     plan: JobPlan,
     assignment: HostAssignment,
@@ -160,4 +188,5 @@ def host_task(
         deps_dir=deps_dir,
         metrics_interval_seconds=metrics_interval_seconds,
         orphan_timeout_seconds=orphan_timeout_seconds,
+        pipes=pipe_specs(assignment),
     )

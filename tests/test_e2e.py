@@ -1,17 +1,15 @@
 """distproc run, end to end, on the namespace cluster: real sshd, real dockerd.
 
 Every test goes through the `distproc` command, as a user would, and ends by
-checking that no container is left on any host.
+checking that no container is left on any host. The contract tests that hold
+on every backend (config files, names and resolution, rendezvous, entrypoint
+cases, failure aggregation, ExitMessage, MaxRuntime, stop, Ctrl-C) are in
+tests/test_contract_e2e.py, run on the SSH fleet and on Slurm.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import signal
-import subprocess
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -19,145 +17,9 @@ from typing import Any
 import pytest
 
 from distproc.hosts.agentbundle import agent_bundle
-from tests.cluster.jobs import PY, Env, file_input, file_output, job_doc, py, running_everywhere, wait_until
+from tests.cluster.jobs import Env, file_input, file_output, job_doc, py
 
 pytestmark = pytest.mark.cluster
-
-JOBS = Path(__file__).parent / "jobs"
-TRICKY = {
-    "T_QUOTES": 'it\'s "quoted" `tick`',
-    "T_SUBST": "$(touch /tmp/pwned) ${HOME} ; rm -rf /",
-    "T_NEWLINE": "line one\nline two",
-    "T_UNICODE": "naïve — 日本語 🚀",
-    "T_SPACES": "  padded  ",
-}
-
-
-def test_three_hosts_see_the_contract_from_inside(env: Env) -> None:
-    """Config files, Environment, algo-K names and a TCP rendezvous to algo-1, on 3 real hosts."""
-    code = env.data / "code"
-    code.mkdir()
-    shutil.copy(JOBS / "contract_check.py", code / "check.py")
-    shards = env.data / "shards"
-    shards.mkdir()
-    for i in range(7):
-        (shards / f"part-{i}.csv").write_text(f"{i}\n")
-    out = env.data / "out"
-    doc = job_doc(
-        "contract",
-        entrypoint=["python3", "/opt/ml/processing/input/code/check.py"],
-        arguments=[
-            "/opt/ml/processing/input/shards",
-            "/opt/ml/processing/output/report",
-            "/opt/ml/processing/output/empty",
-        ],
-        environment=TRICKY,
-        inputs=[
-            file_input("code", f"{code}/", "/opt/ml/processing/input/code"),
-            file_input("shards", f"{shards}/part-", "/opt/ml/processing/input/shards", "ShardedByS3Key"),
-        ],
-        outputs=[
-            file_output("report", f"{out}/", "/opt/ml/processing/output/report"),
-            file_output("empty", f"{env.data}/empty/", "/opt/ml/processing/output/empty"),
-        ],
-    )
-    result = env.run_job(doc)
-    assert result.returncode == 0, result.stderr
-    reports = {p.stem: json.loads(p.read_text()) for p in out.glob("algo-*.json")}
-    assert sorted(reports) == ["algo-1", "algo-2", "algo-3"]
-    addresses = {f"algo-{k}": h.address for k, h in enumerate(env.cluster.hosts, 1)}
-    shard_sets = []
-    for algo, report in reports.items():
-        host = env.cluster.hosts[int(algo[5:]) - 1]
-        ip_out = env.cluster.run_in(host, "ip", "-o", "-4", "addr", "show").stdout
-        nic = next(line.split()[1] for line in ip_out.splitlines() if f" {host.address}/" in line)
-        assert report["resource"]["network_interface_name"] == nic
-        assert report["resource"]["current_host"] == algo
-        assert report["resource"]["hosts"] == ["algo-1", "algo-2", "algo-3"]
-        assert report["hostname"] == algo
-        assert report["resolved"] == addresses
-        assert report["env"] == TRICKY
-        assert all(report["paths_exist"].values()), report["paths_exist"]
-        job = report["job"]
-        assert job["ProcessingJobName"] == "contract"
-        assert job["ProcessingJobArn"].endswith(":processing-job/contract")
-        assert job["AppSpecification"]["ImageUri"] == PY
-        assert "RoleArn" in job and job["RoleArn"] is None
-        assert report["inputs"].count("code/check.py") == 1
-        shard_sets.append({p for p in report["inputs"] if p.startswith("shards/")})
-    assert reports["algo-1"]["rendezvous"] == ["algo-2", "algo-3"]
-    # Sharded by key: disjoint, complete, 3/2/2 by count.
-    assert sorted(len(s) for s in shard_sets) == [2, 2, 3]
-    assert set().union(*shard_sets) == {f"shards/{i}.csv" for i in range(7)}
-    described = env.describe("contract")
-    assert described["ProcessingJobStatus"] == "Completed"
-    assert described["ExitMessage"] == "[algo-1 ok][algo-2 ok][algo-3 ok]"
-    assert [h["ExitCode"] for h in described["Distproc"]["Hosts"]] == [0, 0, 0]
-    assert not (Path("/tmp/pwned")).exists()
-    for k, host in enumerate(env.cluster.hosts, 1):
-        job_dir = host.work_dir / "jobs" / "contract" / f"algo-{k}"
-        # The record stays; the Environment (task, env file) and the data do not.
-        assert (job_dir / "result.json").is_file()
-        assert not (job_dir / "task.json").exists() and not (job_dir / "container.env").exists()
-        assert not (job_dir / "ml").exists()
-    listed = json.loads(env.cli("list", "--json").stdout)["ProcessingJobSummaries"]
-    assert [(j["ProcessingJobName"], j["ProcessingJobStatus"]) for j in listed] == [("contract", "Completed")]
-    logs = env.cli("logs", "contract", "--host", "algo-2")
-    assert logs.returncode == 0 and logs.stdout == ""  # check.py prints nothing; the log is that host's alone
-
-
-@pytest.mark.parametrize(
-    ("entrypoint", "arguments", "argv"),
-    [
-        (None, None, ["from-entrypoint", "from-cmd"]),
-        (["/usr/local/bin/probe", "e1"], None, ["e1"]),
-        (None, ["a1", "a 2"], ["from-entrypoint", "a1", "a 2"]),
-        (["/usr/local/bin/probe", "e1"], ["a1"], ["e1", "a1"]),
-    ],
-    ids=["neither", "entrypoint-only", "arguments-only", "both"],
-)
-def test_entrypoint_and_arguments_cases(
-    env: Env, entrypoint: list[str] | None, arguments: list[str] | None, argv: list[str]
-) -> None:
-    """The four entrypoint/argument cases start the container exactly as SageMaker does."""
-    name = "ep-" + ("x" if entrypoint else "o") + ("x" if arguments else "o")
-    result = env.run_job(job_doc(name, count=1, entrypoint=entrypoint, arguments=arguments))
-    assert result.returncode == 0, result.stderr
-    logs = env.cli("logs", name)
-    line = logs.stdout.strip().splitlines()[-1]
-    assert line.startswith("[algo-1] ")
-    assert json.loads(line.removeprefix("[algo-1] "))["argv"] == ["/usr/local/bin/probe", *argv]
-
-
-def test_first_failure_fails_the_job_and_stops_the_others(env: Env) -> None:
-    """algo-2 exits 3: the job is Failed naming algo-2, the others are Stopped, outputs still come back."""
-    out = env.data / "out"
-    code = (
-        "import json,os,time\n"
-        "me=json.load(open('/opt/ml/config/resourceconfig.json'))['current_host']\n"
-        "open('/opt/ml/processing/output/o/'+me,'w').write(me)\n"
-        "if me=='algo-2':\n"
-        "    open('/opt/ml/output/message','w').write('bad input row 7')\n"
-        "    raise SystemExit(3)\n"
-        "time.sleep(120)\n"
-    )
-    entrypoint, code_input = env.script("fails", code)
-    doc = job_doc(
-        "fails",
-        entrypoint=entrypoint,
-        inputs=[code_input],
-        outputs=[file_output("o", f"{out}/", "/opt/ml/processing/output/o")],
-    )
-    started = time.monotonic()
-    result = env.run_job(doc, "--stop-grace", "5")
-    assert result.returncode == 1, result.stderr
-    assert time.monotonic() - started < 100  # the sleepers were stopped, not waited for
-    described = env.describe("fails")
-    assert described["ProcessingJobStatus"] == "Failed"
-    assert described["FailureReason"].startswith("AlgorithmError: algo-2 (h2) exited with code 3: bad input row 7")
-    statuses = {h["Host"]: h["Status"] for h in described["Distproc"]["Hosts"]}
-    assert statuses == {"algo-1": "Stopped", "algo-2": "Failed", "algo-3": "Stopped"}
-    assert sorted(p.name for p in out.iterdir()) == ["algo-1", "algo-2", "algo-3"]
 
 
 def test_a_host_that_exits_0_early_never_stops_the_others(env: Env) -> None:
@@ -183,42 +45,6 @@ def test_a_host_that_exits_0_early_never_stops_the_others(env: Env) -> None:
     assert env.describe("early")["ProcessingJobStatus"] == "Completed"
 
 
-def test_exit_message_is_concatenated_and_cut(env: Env) -> None:
-    """Each host's message joins in algo order and the whole is cut to 1024 characters."""
-    code = (
-        "import json\n"
-        "me=json.load(open('/opt/ml/config/resourceconfig.json'))['current_host']\n"
-        "open('/opt/ml/output/message','w').write(me[-1]*600)\n"
-    )
-    entrypoint, code_input = env.script("msgs", code)
-    assert env.run_job(job_doc("msgs", entrypoint=entrypoint, inputs=[code_input])).returncode == 0
-    message = env.describe("msgs")["ExitMessage"]
-    assert message == "1" * 600 + "2" * 424
-
-
-def test_a_message_that_is_not_utf8_fails_the_job(env: Env) -> None:
-    """A non-UTF-8 /opt/ml/output/message fails the job with ClientError even though it exited 0."""
-    code = "open('/opt/ml/output/message','wb').write(b'ok \\xff\\xfe')"
-    result = env.run_job(job_doc("badmsg", count=1, entrypoint=py(code)))
-    assert result.returncode == 1
-    reason = env.describe("badmsg")["FailureReason"]
-    assert reason.startswith("ClientError: algo-1 (h1)") and "UTF-8" in reason
-
-
-def test_max_runtime_stops_the_job(env: Env) -> None:
-    """MaxRuntimeInSeconds is enforced on the hosts: the job ends Stopped."""
-    started = time.monotonic()
-    result = env.run_job(
-        job_doc("slow", entrypoint=py("import time; time.sleep(300)"), max_runtime=3), "--stop-grace", "2"
-    )
-    assert result.returncode == 3, result.stderr
-    assert time.monotonic() - started < 60
-    described = env.describe("slow")
-    assert described["ProcessingJobStatus"] == "Stopped"
-    assert "MaxRuntimeInSeconds" in described["Distproc"]["StopReason"]
-    assert {h["Status"] for h in described["Distproc"]["Hosts"]} == {"Stopped"}
-
-
 def test_without_stopping_condition_the_job_has_sagemakers_one_day_limit(env: Env) -> None:
     """No StoppingCondition: processingjobconfig.json in the container and describe show 86400 s, as SageMaker's."""
     code = "import json; print(json.load(open('/opt/ml/config/processingjobconfig.json'))['StoppingCondition'])"
@@ -226,69 +52,6 @@ def test_without_stopping_condition_the_job_has_sagemakers_one_day_limit(env: En
     assert result.returncode == 0, result.stderr
     assert "{'MaxRuntimeInSeconds': 86400}" in result.stdout
     assert env.describe("one-day")["StoppingCondition"] == {"MaxRuntimeInSeconds": 86400}
-
-
-def test_distproc_stop_from_another_process(env: Env) -> None:
-    """`distproc stop NAME` stops a running job: SIGINT, then SIGKILL after the grace period."""
-    # Ignores SIGINT, so only the SIGKILL after the grace period ends it.
-    code = "import signal,time; signal.signal(signal.SIGINT, signal.SIG_IGN); time.sleep(300)"
-    run = env.start(
-        "run",
-        "--inventory",
-        str(env.inventory),
-        "--stop-grace",
-        "2",
-        str(env.write_job(job_doc("stopme", entrypoint=py(code)))),
-    )
-    try:
-        wait_until(running_everywhere(env.cluster, "stopme"), "containers to run", process=run)
-        stop = env.cli("stop", "stopme")
-        assert stop.returncode == 0, stop.stdout + stop.stderr
-        run.communicate(timeout=60)
-        assert run.returncode == 3
-    finally:
-        if run.poll() is None:
-            run.kill()
-            run.communicate()
-    described = env.describe("stopme")
-    assert described["ProcessingJobStatus"] == "Stopped"
-    assert described["Distproc"]["StopReason"] == "stopped by request (distproc stop)"
-    assert [h["ExitCode"] for h in described["Distproc"]["Hosts"]] == [137, 137, 137]
-
-
-def test_ctrl_c_on_run_stops_the_job(env: Env) -> None:
-    """SIGINT to `distproc run` (Ctrl-C) stops every container; the container sees SIGINT first."""
-    code = (
-        "import time\n"
-        "try:\n    time.sleep(300)\n"
-        "except KeyboardInterrupt:\n    print('got SIGINT', flush=True); raise SystemExit(130)\n"
-    )
-    entrypoint, code_input = env.script("ctrlc", code)
-    job = env.write_job(job_doc("ctrlc", entrypoint=entrypoint, inputs=[code_input]))
-    run = env.start("run", "--inventory", str(env.inventory), str(job))
-    follower: subprocess.Popen[str] | None = None
-    try:
-        wait_until(running_everywhere(env.cluster, "ctrlc"), "containers to run", process=run)
-        # `logs --follow` from another process, while the job runs, until it ends.
-        follower = env.start("logs", "ctrlc", "--follow")
-        run.send_signal(signal.SIGINT)
-        stdout, stderr = run.communicate(timeout=60)
-        followed, _ = follower.communicate(timeout=30)
-    finally:
-        for proc in (run, follower):
-            if proc is not None and proc.poll() is None:
-                proc.kill()
-                proc.communicate()
-    assert run.returncode == 3, stderr
-    assert stdout.count("got SIGINT") == 3
-    assert follower.returncode == 0
-    assert sorted(line for line in followed.splitlines() if "got SIGINT" in line) == [
-        f"[algo-{k}] got SIGINT" for k in (1, 2, 3)
-    ]
-    described = env.describe("ctrlc")
-    assert described["ProcessingJobStatus"] == "Stopped"
-    assert described["Distproc"]["StopReason"] == "interrupted (Ctrl-C)"
-    assert [h["ExitCode"] for h in described["Distproc"]["Hosts"]] == [130, 130, 130]
 
 
 def test_job_name_in_use_is_refused(env: Env) -> None:
@@ -355,13 +118,15 @@ def test_an_image_that_cannot_be_pulled_fails_with_client_error(env: Env) -> Non
     assert reason.startswith("ClientError: algo-1 (h1): cannot pull image distproc-test:absent")
 
 
-def test_each_host_runs_one_agent_for_the_whole_job(env: Env, tmp_path: Path) -> None:
+def test_each_host_runs_one_agent_for_the_whole_job(env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Claim, prepare, launch, follow and cleanup are one agent process per host, on one channel.
 
     Each host's python is a wrapper that notes the agent verb it runs, so the
     count is of processes the hosts really started; only file:// staging and
-    collection (tar streams of their own) add one each.
+    collection (tar streams of their own) add one each. This is the cold path,
+    without the warm agent (which starts none: tests/test_warm_agent_e2e.py).
     """
+    monkeypatch.setenv("DISTPROC_AGENT_IDLE_SECONDS", "0")
     calls = tmp_path / "calls.log"
     wrapper = tmp_path / "python3"
     wrapper.write_text(

@@ -117,3 +117,40 @@ def test_file_prefix_is_a_string_prefix_not_a_folder(tmp_path: Path) -> None:
     single = list_prefix(f"file://{tmp_path}/b/x")
     assert [(f.relative_path, f.size) for f in single] == [("x", 1)]
     assert list_prefix(f"file://{tmp_path}/nothing-here") == []
+
+
+def test_pipe_inputs_become_the_hosts_named_pipes_with_their_shard_in_key_order() -> None:
+    """Pipe mode: each host's task names <LocalPath>_0 and its own objects, sorted by key; the task travels whole."""
+    from distproc.agent.protocol import HostTask
+
+    doc = make_job().request_dict()  # type: ignore[attr-defined]
+    doc["ProcessingInputs"][0]["S3Input"].update(S3InputMode="Pipe", S3CompressionType="Gzip")
+    doc["ProcessingInputs"].append(
+        {
+            "InputName": "s3data",
+            "S3Input": {
+                "S3Uri": "s3://b/p/",
+                "LocalPath": "/opt/ml/processing/s3data/",
+                "S3InputMode": "Pipe",
+                "S3DataDistributionType": "FullyReplicated",
+            },
+        }
+    )
+    job = parse_job(doc)
+    files = [SourceFile(f"/data/{i}.gz", f"{i}.gz", i) for i in (4, 0, 3, 1, 2)]
+    objects = [SourceFile(f"s3://b/p/{k}", k, 7) for k in ("z", "a b", "m")]
+    plan = build_plan(job, "arn", hosts(2), {"data": files, "s3data": objects})
+    pipes = [host_task(plan, a).pipes for a in plan.assignments]
+    first = pipes[0][0]
+    assert (first.name, first.path, first.gzip, first.staged) == (
+        "data",
+        "/opt/ml/processing/input_0",
+        True,
+        "/opt/ml/.distproc-pipe/0",
+    )
+    assert [p[0].objects for p in pipes] == [(("0.gz", 0), ("2.gz", 2), ("4.gz", 4)), (("1.gz", 1), ("3.gz", 3))]
+    s3 = pipes[1][1]
+    assert (s3.path, s3.gzip, s3.staged) == ("/opt/ml/processing/s3data_0", False, None)
+    assert s3.objects == (("s3://b/p/a b", 7), ("s3://b/p/m", 7), ("s3://b/p/z", 7))
+    task = host_task(plan, plan.assignments[1])
+    assert HostTask.from_doc(task.to_doc()) == task

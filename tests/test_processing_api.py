@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from distproc import (
+    FrameworkProcessor,
     InventoryError,
     JobExistsError,
     ProcessingInput,
@@ -28,7 +29,7 @@ from distproc import (
 )
 from distproc.sdk.request import CodePlan, name_from_base, ship_code
 from tests.cluster.jobs import PY, Env, running_everywhere, wait_until
-from tests.sdk_snippets import seed_snippet
+from tests.sdk_snippets import published_script_snippet_compiles, script_snippet, seed_snippet
 
 XL = "ml.m5.xlarge"
 ROLE = "arn:aws:iam::123456789012:role/prep"
@@ -393,7 +394,7 @@ def test_script_processor_accepts_an_sdk_style_s3_input_and_network_object(tmp_p
 
 
 def test_what_the_job_document_refuses_is_a_spec_error_naming_its_field(tmp_path: Path) -> None:
-    """Gzip, Pipe, a bad job name, a missing LocalPath: the spec's own violations, by request path."""
+    """Gzip without Pipe, a bad job name, a missing LocalPath: the spec's own violations, by request path."""
     (tmp_path / "d").mkdir()
     inputs = [
         ProcessingInput(tmp_path / "d", "/opt/ml/processing/a", s3_compression_type="Gzip"),
@@ -405,7 +406,6 @@ def test_what_the_job_document_refuses_is_a_spec_error_naming_its_field(tmp_path
     assert set(found) == {
         "ProcessingJobName",
         "ProcessingInputs[0].S3Input.S3CompressionType",
-        "ProcessingInputs[1].S3Input.S3InputMode",
         "ProcessingOutputConfig.Outputs[0].S3Output.LocalPath",
     }
     assert "Gzip" in found["ProcessingInputs[0].S3Input.S3CompressionType"]
@@ -580,25 +580,6 @@ def test_stop_ends_a_running_job_as_stopped(env: Env) -> None:
 
 # -- issue 17: SDK snippets with only the import changed ----------------------------------------
 
-# AWS's "Run Scripts with Your Own Processing Container" (SageMaker developer guide), as written
-# there; only the import line is changed, and the placeholders filled.
-SCRIPT_SNIPPET = """\
-from sagemaker.processing import ScriptProcessor, ProcessingInput, ProcessingOutput
-
-script_processor = ScriptProcessor(command=['python3'],
-                image_uri='image_uri',
-                role='role_arn',
-                instance_count=1,
-                instance_type='ml.m5.xlarge')
-
-script_processor.run(code='preprocessing.py',
-                     inputs=[ProcessingInput(
-                        source='s3://path/to/my/input-data.csv',
-                        destination='/opt/ml/processing/input')],
-                      outputs=[ProcessingOutput(source='/opt/ml/processing/output/train'),
-                               ProcessingOutput(source='/opt/ml/processing/output/validation'),
-                               ProcessingOutput(source='/opt/ml/processing/output/test')])
-"""
 PREPROCESSING = """
 import os
 rows = open("/opt/ml/processing/input/input-data.csv").read().splitlines()
@@ -649,10 +630,9 @@ def test_aws_script_processor_snippet_runs_with_only_the_import_changed(
     (data / "input-data.csv").write_text("a\nb\n")
     monkeypatch.chdir(env.data)
     (env.data / "preprocessing.py").write_text(PREPROCESSING)
-    code = SCRIPT_SNIPPET.replace("from sagemaker.processing import", "from distproc import")
-    code = code.replace("'image_uri'", repr(PY)).replace("'role_arn'", repr(ROLE))
-    code = code.replace("s3://path/to/my/input-data.csv", str(data / "input-data.csv"))
-    assert code.count("from distproc import") == 1
+    assert not published_script_snippet_compiles()  # the page's run(...) lacks its ")": added, nothing else
+    code = script_snippet(PY, ROLE, data / "input-data.csv")
+    assert code.count("from distproc import") == 1 and "sagemaker" not in code
     namespace: dict[str, Any] = {}
     exec(compile(code, "script-snippet", "exec"), namespace)
     job = namespace["script_processor"].latest_job
@@ -660,3 +640,155 @@ def test_aws_script_processor_snippet_runs_with_only_the_import_changed(
     for i, split in enumerate(("train", "validation", "test"), start=1):
         produced = env.home / "data" / job.job_name / "output" / f"output-{i}" / f"{split}.csv"
         assert produced.read_text() == f"{split}:a,b"
+
+
+# -- issue 17 part 2: FrameworkProcessor and SKLearnProcessor on the cluster ------------------------
+
+PROCESS = """
+import json, os, sys
+import helpers, tinypkg
+host = json.load(open("/opt/ml/config/resourceconfig.json"))["current_host"]
+os.makedirs("/opt/ml/processing/output/result", exist_ok=True)
+with open(f"/opt/ml/processing/output/result/{host}.json", "w") as fh:
+    json.dump({"host": host, "tinypkg": tinypkg.VALUE, "where": tinypkg.__file__, "helper": helpers.X,
+               "argv": sys.argv[1:], "cwd": os.getcwd()}, fh)
+print("processed on " + host, flush=True)
+"""
+
+
+def tiny_wheel(folder: Path) -> Path:
+    """tinypkg 0.1 as a pure-Python wheel, made by hand: the hosts have no index to fetch from."""
+    import base64
+    import hashlib
+    import zipfile
+
+    files = {
+        "tinypkg/__init__.py": b"VALUE = 'installed from the local wheel'\n",
+        "tinypkg-0.1.dist-info/METADATA": b"Metadata-Version: 2.1\nName: tinypkg\nVersion: 0.1\n",
+        "tinypkg-0.1.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: distproc-tests\nRoot-Is-Purelib: true\n"
+        b"Tag: py3-none-any\n",
+    }
+    record = ""
+    for name, body in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(body).digest()).rstrip(b"=").decode()
+        record += f"{name},sha256={digest},{len(body)}\n"
+    files["tinypkg-0.1.dist-info/RECORD"] = (record + "tinypkg-0.1.dist-info/RECORD,,\n").encode()
+    folder.mkdir(parents=True)
+    wheel = folder / "tinypkg-0.1-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        for name, body in files.items():
+            zf.writestr(name, body)
+    return wheel
+
+
+def pip_wheel(folder: Path) -> Path:
+    """A pip wheel for the test image, which has python3 but no pip (a real framework image has one).
+
+    Taken from this interpreter's ensurepip (or Debian's python3-pip-whl); the job
+    puts it on PYTHONPATH, the way pip runs from a wheel.
+    """
+    import ensurepip
+
+    bundled = Path(ensurepip.__file__).parent / "_bundled"
+    found = sorted(bundled.glob("pip-*.whl")) or sorted(Path("/usr/share/python-wheels").glob("pip-*.whl"))
+    assert found, f"no pip wheel in {bundled} or /usr/share/python-wheels to give the test image"
+    folder.mkdir(parents=True)
+    target = folder / found[-1].name
+    target.write_bytes(found[-1].read_bytes())
+    return target
+
+
+@pytest.mark.cluster
+def test_framework_processor_installs_requirements_then_runs_the_code(
+    env: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """source_dir (a module, a local wheel, requirements.txt) is packed, unpacked, pip-installed and run on 3 hosts."""
+    src = env.data / "src"
+    src.mkdir()
+    (src / "process.py").write_text(PROCESS)
+    (src / "helpers.py").write_text("X = 42\n")
+    tiny_wheel(src / "wheels")
+    (src / "requirements.txt").write_text("--no-index\n--find-links wheels\ntinypkg==0.1\n")
+    pip = pip_wheel(env.data / "tools")
+    out = env.data / "out"
+    proc = FrameworkProcessor(
+        "pytorch",
+        "2.1",
+        instance_count=3,
+        instance_type=XL,
+        image_uri=PY,
+        command=["python3"],
+        env={
+            "PYTHONPATH": f"/opt/ml/processing/input/tools/{pip.name}",
+            "PIP_BREAK_SYSTEM_PACKAGES": "1",
+            "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+        },
+        inventory=env.inventory,
+        home=env.home,
+    )
+    proc.run(
+        "process.py",
+        source_dir=src,
+        inputs=[ProcessingInput(source=pip.parent, destination="/opt/ml/processing/input/tools")],
+        outputs=[ProcessingOutput(source="/opt/ml/processing/output/result", destination=out)],
+        arguments=["--mode", "it's quoted"],
+    )
+    job = proc.latest_job
+    assert job is not None and job.describe()["ProcessingJobStatus"] == "Completed"
+    assert job.job_name.startswith("pytorch-")
+    got = reports(out)
+    assert sorted(got) == ["algo-1", "algo-2", "algo-3"]
+    for host, report in got.items():
+        assert report["host"] == host and report["helper"] == 42
+        assert report["tinypkg"] == "installed from the local wheel"
+        assert "dist-packages/tinypkg" in report["where"]  # installed, not imported from the bundle
+        assert report["argv"] == ["--mode", "it's quoted"] and report["cwd"] == "/opt/ml/processing/input/code"
+    bundle = env.home / "data" / job.job_name / "source"
+    assert sorted(p.name for p in bundle.iterdir()) == ["runproc.sh", "sourcedir.tar.gz"]
+    printed = capsys.readouterr().out
+    assert all(f"[algo-{k}] processed on algo-{k}" in printed for k in (1, 2, 3))
+    assert "Successfully installed tinypkg-0.1" in printed
+
+
+@pytest.fixture(scope="module")
+def sklearn_image(cluster: Any) -> str:
+    """The sklearn example's image (SKLearnProcessor's default) in every host's daemon; built once, cached."""
+    from tests.example_image import ensure_sklearn_image
+
+    return ensure_sklearn_image(cluster).name
+
+
+SKLEARN_SCRIPT = """
+import json, os, sklearn, sklearn.preprocessing
+host = json.load(open("/opt/ml/config/resourceconfig.json"))["current_host"]
+rows = [[float(v)] for v in open("/opt/ml/processing/input/rows.csv").read().split()]
+scaled = sklearn.preprocessing.StandardScaler().fit_transform(rows)
+os.makedirs("/opt/ml/processing/output", exist_ok=True)
+with open(f"/opt/ml/processing/output/{host}.json", "w") as fh:
+    json.dump({"version": sklearn.__version__, "scaled": [round(float(r[0]), 6) for r in scaled]}, fh)
+"""
+
+
+@pytest.mark.cluster
+@pytest.mark.timeout(2700)  # a cold image build (debootstrap of scikit-learn) and its imports
+def test_sklearn_processor_runs_in_its_default_image_on_three_hosts(env: Env, sklearn_image: str) -> None:
+    """SKLearnProcessor with no image named: the examples' scikit-learn image, python3, the script's output."""
+    from distproc import SKLearnProcessor
+
+    (env.data / "scale.py").write_text(SKLEARN_SCRIPT)
+    data = env.data / "rows"
+    data.mkdir()
+    (data / "rows.csv").write_text("1\n2\n3\n")
+    proc = SKLearnProcessor("1.2-1", ROLE, 3, XL, inventory=env.inventory, home=env.home)
+    assert proc.image_uri == sklearn_image
+    proc.run(
+        str(env.data / "scale.py"),
+        inputs=[ProcessingInput(source=data, destination="/opt/ml/processing/input")],
+        outputs=[ProcessingOutput(source="/opt/ml/processing/output", destination=env.data / "out")],
+        logs=False,
+    )
+    assert proc.latest_job is not None and proc.latest_job.describe()["ProcessingJobStatus"] == "Completed"
+    got = reports(env.data / "out")
+    assert sorted(got) == ["algo-1", "algo-2", "algo-3"]
+    assert {r["version"].split(".")[0] for r in got.values()} == {"1"}
+    assert all(r["scaled"] == [-1.224745, 0.0, 1.224745] for r in got.values())

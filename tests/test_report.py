@@ -114,7 +114,7 @@ def test_one_bar_per_phase_given() -> None:
     bars = page.with_class("phase-bar")
     assert len(bars) == len(PHASES) + 3
     assert [b["data-phase"] for b in bars if b["data-host"] == "algo-2"] == list(PHASES[:3])
-    assert [b["data-phase"] for b in bars if "open" in (b["class"] or "").split()] == ["image_pull"]
+    assert [b["data-phase"] for b in bars if "open" in (b["class"] or "").split()] == [PHASES[2]]
     assert [r["data-host"] for r in page.with_class("host-row")] == ["algo-1", "algo-2", "algo-3"]
 
 

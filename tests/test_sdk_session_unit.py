@@ -280,18 +280,39 @@ def test_wait_on_a_found_job_raises_the_sdks_error_when_it_failed(tmp_path: Path
     with pytest.raises(UnexpectedStatusError) as exc:
         ProcessingJob.from_processing_name(session, "bad").wait(logs=False)
     assert str(exc.value) == "Error for Processing job bad: Failed. Reason: AlgorithmError: exit 3"
-    assert exc.value.allowed_statuses == ("Completed", "Stopped") and exc.value.actual_status == "Failed"
+    assert exc.value.allowed_statuses == ["Completed", "Stopped"] and exc.value.actual_status == "Failed"
     assert ProcessingJob.from_processing_name(session, "good").wait(logs=False) is None
     assert ProcessingJob.from_processing_name(session, "halted").wait(logs=False) is None
 
 
+def test_unexpected_status_error_is_a_value_error_as_the_sdks_is(tmp_path: Path) -> None:
+    """SDK code catches UnexpectedStatusException, a ValueError: both names and ValueError catch ours.
+
+    sagemaker.exceptions.UnexpectedStatusException(ValueError) carries allowed_statuses
+    and actual_status; a reason-less failure reads "(No reason provided)" as there.
+    """
+    from distproc.errors import UnexpectedStatusException
+
+    session = Session(home=tmp_path / "jobs")
+    record_job(session.home, "quiet", status="Failed", failure_reason=None)
+    assert issubclass(UnexpectedStatusError, ValueError) and issubclass(UnexpectedStatusError, distproc.DistprocError)
+    assert UnexpectedStatusException is UnexpectedStatusError
+    with pytest.raises(ValueError) as exc:
+        ProcessingJob.from_processing_name(session, "quiet").wait(logs=False)
+    assert isinstance(exc.value, UnexpectedStatusException)
+    assert (exc.value.allowed_statuses, exc.value.actual_status) == (["Completed", "Stopped"], "Failed")
+    assert str(exc.value) == "Error for Processing job quiet: Failed. Reason: (No reason provided)"
+
+
 # -- part 2: the SDK's framework processors ------------------------------------------------------
 
+# sagemaker/sklearn/processing.py as of SDK v2.109.0 (2022) to 2.257: instance_count before
+# instance_type (v2.0-v2.108 had them the other way round).
 SDK_SKLEARN = [
     "framework_version",
     "role",
-    "instance_type",
     "instance_count",
+    "instance_type",
     "command",
     "volume_size_in_gb",
     "volume_kms_key",
@@ -317,7 +338,7 @@ def test_sklearn_processor_takes_the_sdks_parameters_in_its_order() -> None:
 
 def test_sklearn_processor_runs_python3_in_the_examples_image_by_default(tmp_path: Path) -> None:
     (tmp_path / "prep.py").write_text("print(1)\n")
-    proc = distproc.SKLearnProcessor("1.2-1", ROLE_ARN, XL, 2, inventory="x.yaml")
+    proc = distproc.SKLearnProcessor("1.2-1", ROLE_ARN, 2, XL, inventory="x.yaml")
     request = proc.request(tmp_path / "prep.py", job_name="sk")
     assert request["AppSpecification"]["ImageUri"] == "distproc-example:sklearn"
     assert request["AppSpecification"]["ContainerEntrypoint"] == ["python3", "/opt/ml/processing/input/code/prep.py"]

@@ -1,14 +1,22 @@
-"""SlurmBackend's per-node host description (no Slurm needed): the docker_host template."""
+"""SlurmBackend without Slurm: the per-node host description (the docker_host template, GPUs, S3
+settings) and the one connection to the submit node shared by every command."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from distproc.backends.slurm.backend import SlurmBackend
 from distproc.backends.slurm.inventory import SlurmInventory, parse_slurm_inventory
+from distproc.backends.slurm.transport import SharedTransport
 from distproc.errors import DistprocError
+from distproc.hosts.transport import Channel
+from distproc.hosts.transport.local import LocalTransport
+from distproc.inventory import Host
+from distproc.spec import parse_job
 
 
 def inventory(tmp_path: Path) -> SlurmInventory:
@@ -41,3 +49,139 @@ def test_other_braces_are_kept_as_written(tmp_path: Path) -> None:
 def test_a_template_of_more_than_one_line_is_refused_naming_it(tmp_path: Path) -> None:
     with pytest.raises(DistprocError, match="docker_host: must be one line"):
         SlurmBackend(inventory(tmp_path), docker_host="unix:///run/x\nDOCKER_TLS=1")
+
+
+class CountingTransport(LocalTransport):
+    """This machine, counting connections as an SSH submit node would make them (a stand-in: no sshd here).
+
+    connect() opens one unless one is open; lose() drops it as a broken SSH
+    connection does (SSHTransport forgets it, and its next connect opens another).
+    """
+
+    def __init__(self) -> None:
+        super().__init__("submit")
+        self.is_open = False
+        self.opened = 0
+        self.closed = 0
+
+    async def connect(self) -> None:
+        if not self.is_open:
+            self.is_open, self.opened = True, self.opened + 1
+
+    async def open(self, argv: Sequence[str]) -> Channel:
+        assert self.is_open, "a command on a closed connection"
+        return await super().open(argv)
+
+    async def close(self) -> None:
+        if self.is_open:
+            self.is_open, self.closed = False, self.closed + 1
+
+    def lose(self) -> None:
+        self.is_open = False
+
+
+def test_one_submit_connection_serves_every_poll_and_node_until_the_backend_closes_it(tmp_path: Path) -> None:
+    backend = SlurmBackend(inventory(tmp_path))
+    counting = CountingTransport()
+    backend._submit = SharedTransport(counting)
+
+    async def scenario() -> None:
+        for _ in range(3):  # what polling a queued job does
+            await backend._run(["true"])
+        # Two nodes' sessions (srun steps) over the same connection; closing a node's keeps it open.
+        for node in ("sl1", "sl2"):
+            session = backend.reach({"slurm_job_id": "7", "name": node, "address": node}, "/j").session
+            await session.transport.connect()
+            await session.transport.close()
+        assert (counting.opened, counting.closed, counting.is_open) == (1, 0, True)
+        await backend.ended("no-such-job")  # the job is over: the connection goes
+        assert (counting.opened, counting.closed, counting.is_open) == (1, 1, False)
+        await backend._run(["true"])  # a later command opens it again
+        counting.lose()  # and a lost one is opened anew by the next command
+        await backend._run(["true"])
+        assert counting.opened == 3
+
+    asyncio.run(scenario())
+
+
+def test_concurrent_commands_open_one_connection(tmp_path: Path) -> None:
+    backend = SlurmBackend(inventory(tmp_path))
+    counting = CountingTransport()
+    backend._submit = SharedTransport(counting)
+
+    async def scenario() -> None:
+        await asyncio.gather(*(backend._run(["true"]) for _ in range(5)))
+
+    asyncio.run(scenario())
+    assert counting.opened == 1
+
+
+def test_a_gpu_instance_types_nodes_ask_for_its_gpus_and_cpu_nodes_for_none(tmp_path: Path) -> None:
+    inv = parse_slurm_inventory(
+        {
+            "slurm": {
+                "submit": {"ansible_connection": "local"},
+                "instance_types": {"ml.m5.xlarge": "cpu", "ml.g4dn.12xlarge": {"partition": "gpu", "gpus": 4}},
+                "s3_endpoint_url": "http://198.19.90.1:9000",
+                "aws_region": "eu-west-1",
+            }
+        },
+        tmp_path / "slurm.yaml",
+    )
+    backend = SlurmBackend(inv)
+
+    def host(instance_type: str) -> Host:
+        job = parse_job(
+            {
+                "ProcessingJobName": "j",
+                "ProcessingResources": {"ClusterConfig": {"InstanceType": instance_type, "InstanceCount": 1}},
+                "AppSpecification": {"ImageUri": "busybox"},
+            }
+        )
+        return backend._host(job, "7", "sl1", "10.0.0.1")
+
+    gpu, cpu = host("ml.g4dn.12xlarge"), host("ml.m5.xlarge")
+    # The count tells the agent the node has GPUs for the job; which ones, Slurm's step says (agent/container.py).
+    assert (gpu.gpus, cpu.gpus) == (4, 0)
+    # The nodes stage S3 through the inventory's endpoint and region, as a fleet host's distproc_s3_* say.
+    assert (gpu.s3_endpoint_url, gpu.aws_region) == ("http://198.19.90.1:9000", "eu-west-1")
+    assert (backend.s3_endpoint_url, backend.aws_region) == ("http://198.19.90.1:9000", "eu-west-1")
+
+
+def test_a_cancel_that_lands_while_sbatch_runs_still_cancels_the_job_sbatch_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Stand-ins for sbatch and scancel (on PATH, run by the local submit node): a real sbatch
+    # cannot be held mid-submission on cue, and the race is between its answer and the cancel.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    started, gate, cancelled = tmp_path / "started", tmp_path / "gate", tmp_path / "scancel.log"
+    (bin_dir / "sbatch").write_text(
+        f"#!/bin/sh\ncat >/dev/null\ntouch {started}\nwhile [ ! -e {gate} ]; do sleep 0.05; done\necho '4242;c'\n"
+    )
+    (bin_dir / "scancel").write_text(f'#!/bin/sh\necho "$@" >> {cancelled}\n')
+    for tool in ("sbatch", "scancel"):
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{Path('/usr/bin')}:{Path('/bin')}")
+    backend = SlurmBackend(inventory(tmp_path))
+    job = parse_job(
+        {
+            "ProcessingJobName": "j",
+            "ProcessingResources": {"ClusterConfig": {"InstanceType": "ml.m5.xlarge", "InstanceCount": 2}},
+            "AppSpecification": {"ImageUri": "busybox"},
+        }
+    )
+
+    async def scenario() -> None:
+        task = asyncio.create_task(backend.acquire(job))
+        while not started.exists():  # sbatch is running: the job may be in Slurm at any moment now
+            await asyncio.sleep(0.02)
+        task.cancel()
+        await asyncio.sleep(0)  # the cancel reaches acquire at its next step
+        gate.touch()  # Slurm took the job after all
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await backend.close()
+
+    asyncio.run(scenario())
+    assert (cancelled.read_text().split() if cancelled.exists() else []) == ["4242"]

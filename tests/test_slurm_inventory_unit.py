@@ -84,6 +84,12 @@ def test_this_machine_as_the_submit_node_and_defaults() -> None:
     assert (inv.docker_host, inv.work_dir, inv.python) == (None, "/var/tmp/distproc", "python3")
 
 
+def test_the_nodes_s3_endpoint_and_region() -> None:
+    inv = parse(local(s3_endpoint_url="https://minio.example.org:9000", aws_region="eu-west-1"))
+    assert (inv.s3_endpoint_url, inv.aws_region) == ("https://minio.example.org:9000", "eu-west-1")
+    assert (parse(local()).s3_endpoint_url, parse(local()).aws_region) == (None, None)
+
+
 def test_the_nodes_docker_work_dir_and_python() -> None:
     inv = parse(local(docker_host="unix:///run/docker-{node}.sock", work_dir="/scratch/dp/", python="/usr/bin/python3"))
     assert (inv.docker_host, inv.work_dir, inv.python) == (
@@ -107,6 +113,35 @@ def test_slurm_inventory_at_tells_a_slurm_file_from_a_fleet_file(tmp_path: Path)
     bad.write_text("slurm:\n  submit: {ansible_connection: local}\n")
     with pytest.raises(InventoryError, match=r"slurm\.instance_types"):
         slurm_inventory_at(bad)
+
+
+def test_the_cli_reads_an_inventory_file_into_a_typed_target(tmp_path: Path) -> None:
+    """cli._load: a Slurm file gives the cluster and the job's partition, a fleet file the chosen hosts."""
+    import argparse
+    import json
+
+    from distproc.cli import FleetTarget, SlurmTarget, _load
+
+    job = tmp_path / "job.json"
+    job.write_text(
+        json.dumps(
+            {
+                "ProcessingJobName": "j",
+                "ProcessingResources": {"ClusterConfig": {"InstanceType": "ml.m5.xlarge", "InstanceCount": 1}},
+                "AppSpecification": {"ImageUri": "busybox"},
+            }
+        )
+    )
+    slurm = tmp_path / "slurm.yaml"
+    slurm.write_text("slurm:\n  submit: {ansible_connection: local}\n  instance_types: {ml.m5.xlarge: cpu}\n")
+    fleet = tmp_path / "hosts.yaml"
+    fleet.write_text("all:\n  hosts:\n    h1: {ansible_host: 10.0.0.1, distproc_instance_type: ml.m5.xlarge}\n")
+    _, target = _load(argparse.Namespace(job=job, inventory=slurm))
+    assert isinstance(target, SlurmTarget)
+    assert (target.mapping.partition, target.inventory.path) == ("cpu", slurm)
+    _, target = _load(argparse.Namespace(job=job, inventory=fleet))
+    assert isinstance(target, FleetTarget) and [h.name for h in target.hosts] == ["h1"]
+    assert _load(argparse.Namespace(job=job, inventory=None))[1] is None
 
 
 def test_an_instance_type_the_cluster_does_not_map_is_refused_naming_it() -> None:
@@ -168,6 +203,9 @@ def test_an_instance_type_the_cluster_does_not_map_is_refused_naming_it() -> Non
         (local(work_dir="var/tmp"), "slurm.work_dir", "absolute path"),
         (local(work_dir="/"), "slurm.work_dir", "below /"),
         (local(python="python3 -X dev"), "slurm.python", "without spaces"),
+        (local(s3_endpoint_url="minio:9000"), "slurm.s3_endpoint_url", "http:// or https://"),
+        (local(s3_endpoint_url="http://a b"), "slurm.s3_endpoint_url", "without spaces"),
+        (local(aws_region="US East"), "slurm.aws_region", "region name"),
         (
             {"submit": {"ansible_connection": "local", "distproc_gpus": 4}, "instance_types": {"ml.m5.xlarge": "c"}},
             "slurm.submit.distproc_gpus",

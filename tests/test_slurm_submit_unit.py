@@ -50,6 +50,7 @@ def test_n_nodes_one_task_each_whole_nodes_named_after_the_job() -> None:
         "--ntasks-per-node=1",
         "--partition=cpu",
         "--export=NONE",
+        "--no-requeue",  # a node failure fails the job, naming the node
         "--chdir=/tmp",
         "--output=/dev/null",
         "--exclusive",

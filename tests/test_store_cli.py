@@ -64,8 +64,8 @@ def test_every_column_reaches_its_record_and_back(tmp_path: Path) -> None:
     fails here, not in some reader that meets a row missing a value.
     """
     store = Store(tmp_path)
-    # Given by get_job from other tables: the hosts, and what a waiting job waits for (the waiting table).
-    for table, record, extra in (("jobs", JobRecord, {"hosts", "waiting_for"}), ("hosts", HostRecord, set())):
+    # Given by get_job from another table: the hosts.
+    for table, record, extra in (("jobs", JobRecord, {"hosts"}), ("hosts", HostRecord, set())):
         columns = {r["name"] for r in store._db.execute(f"PRAGMA table_info({table})")}
         assert columns - {"job"} == {f.name for f in fields(record)} - extra, table
     store.create_job("j1", "arn:j1", REQUEST, "inv.yaml", ("w1", "w2"))

@@ -156,9 +156,26 @@ def cmd_claim(args: argparse.Namespace) -> int:
     """
     answer = lease.acquire(args.workdir, args.job, args.holder, args.stale_after)
     _print(answer)
+    if args.warm_idle > 0:
+        # Answered already: the warm agent (for the jobs after this one) starts off the critical path.
+        from . import warm
+
+        warm.start(sys.executable, _bundle_dir(), args.workdir, args.warm_idle)
     if not answer.get("leased"):
         return 0
     return serve(StdinLines(sys.stdin.fileno()), args.workdir, args.job, args.stale_after / 4)
+
+
+def _bundle_dir() -> str:
+    """The unpacked agent this runs from (<work>/agent/distproc-agent-HASH)."""
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def cmd_warm(args: argparse.Namespace) -> int:
+    """Serve claims on this agent version's socket until idle (warm.py); started by `claim`."""
+    from . import warm
+
+    return warm.serve_forever(_bundle_dir(), args.workdir, args.idle, main)
 
 
 def serve(lines: StdinLines, work_dir: str, job: str, renew_every: float) -> int:
@@ -380,7 +397,7 @@ class _Skipped:
 
 VERBS = (
     "probe", "prepare", "launch", "run", "status", "cleanup", "stage-s3", "upload-s3", "image-id",
-    "load-image", "untar", "pack", "follow", "stop", "lease", "claim", "release", "check",
+    "load-image", "untar", "pack", "follow", "stop", "lease", "claim", "release", "check", "warm",
 )  # fmt: skip
 
 
@@ -431,7 +448,12 @@ def build_parser(verb: Optional[str] = None) -> argparse.ArgumentParser:
         p.add_argument("--job", required=True)
         p.add_argument("--holder", required=True, help="the inventory host taking it")
         p.add_argument("--stale-after", type=float, default=lease.DEFAULT_STALE_AFTER)
+        p.add_argument("--warm-idle", type=float, default=0.0, help="start the warm agent (idle time in s)")
         p.set_defaults(func=func)
+    p = add("warm")
+    p.add_argument("workdir")
+    p.add_argument("--idle", type=float, required=True, help="exit after this many seconds with nothing to do")
+    p.set_defaults(func=cmd_warm)
     p = add("release")
     p.add_argument("workdir")
     p.add_argument("--job", required=True)

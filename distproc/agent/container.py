@@ -9,7 +9,8 @@ it cannot speak the daemon's API itself; pulls and logins always come here.
 from __future__ import annotations
 
 import os
-from typing import IO, TYPE_CHECKING, Dict, List, NamedTuple, Optional, Sequence, Tuple
+import re
+from typing import IO, TYPE_CHECKING, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 if TYPE_CHECKING:
     import subprocess
@@ -61,11 +62,13 @@ def run_argv(task: HostTask, ml_dir: str, env_file: Optional[str], inherited_env
     for key in inherited_env:
         argv += ["--env", key]
     argv += ["--volume", "{}:/opt/ml".format(ml_dir)]
+    for source, target, read_only in task.binds:  # shared folders (run/shared.py), over their LocalPaths
+        argv += ["--volume", "{}:{}{}".format(source, target, ":ro" if read_only else "")]
     if task.memory_limit_bytes is not None:
         # No swap beyond the limit: past it the kernel kills the container, which we report.
         limit = str(task.memory_limit_bytes)
         argv += ["--memory", limit, "--memory-swap", limit]
-    argv += gpu_argv(task.gpus, task.gpu_mode)
+    argv += gpu_argv(task.gpus, task.gpu_mode, slurm_gpus(os.environ))
     trailing: List[str] = []
     if task.entrypoint:
         argv += ["--entrypoint", task.entrypoint[0]]
@@ -77,18 +80,56 @@ def run_argv(task: HostTask, ml_dir: str, env_file: Optional[str], inherited_env
     return argv
 
 
-def gpu_argv(gpus: object, mode: str) -> List[str]:
-    """Flags that hand the host's GPUs to the container (none on a CPU host)."""
+def gpu_argv(gpus: object, mode: str, devices: Optional[Sequence[str]] = None) -> List[str]:
+    """Flags that hand the host's GPUs to the container (none on a CPU host).
+
+    ``devices``: the GPUs a scheduler gave this job on this node (slurm_gpus),
+    handed over by index instead of a count: the first N of the node may be
+    another job's.
+    """
     if gpus == 0 or gpus is None:
         return []
     if mode == "runtime":
-        return ["--runtime", "nvidia", "--env", "NVIDIA_VISIBLE_DEVICES={}".format(nvidia_visible(gpus))]
+        visible = ",".join(devices) if devices else nvidia_visible(gpus)
+        return ["--runtime", "nvidia", "--env", "NVIDIA_VISIBLE_DEVICES={}".format(visible)]
+    if devices:
+        # docker reads --gpus as CSV: a list of devices needs the inner quotes ('"device=0,2"').
+        return ["--gpus", '"device={}"'.format(",".join(devices))]
     return ["--gpus", "all" if gpus == "all" else str(gpus)]
 
 
 def nvidia_visible(gpus: object) -> str:
     """NVIDIA_VISIBLE_DEVICES for the nvidia runtime: "all", or the first N devices."""
     return "all" if gpus == "all" else ",".join(str(i) for i in range(int(str(gpus))))
+
+
+#: Where Slurm says which GPUs of the node this job step has, best first:
+#: SLURM_STEP_GPUS and SLURM_JOB_GPUS hold the node's own indices (what the
+#: node's Docker numbers them by); CUDA_VISIBLE_DEVICES is renumbered from 0
+#: when Slurm confines devices with cgroups, so it is the last resort.
+SLURM_GPU_VARIABLES = ("SLURM_STEP_GPUS", "SLURM_JOB_GPUS", "CUDA_VISIBLE_DEVICES")
+_GPU_ID = re.compile(r"^(?:[0-9]{1,4}|GPU-[0-9A-Fa-f-]{1,64}|MIG-[0-9A-Za-z/-]{1,80})$")
+
+
+def slurm_gpus(environ: Mapping[str, str]) -> Optional[List[str]]:
+    """The GPUs Slurm allocated to this agent's step on this node, or None (not in Slurm, or none named).
+
+    Only inside a Slurm job (SLURM_JOB_ID set): on an SSH host, a stray
+    CUDA_VISIBLE_DEVICES in the login environment must not narrow the GPUs.
+    None also when Slurm names no devices (gres configured without device
+    files): the count the inventory gives is used then.
+    """
+    if not environ.get("SLURM_JOB_ID"):
+        return None
+    for name in SLURM_GPU_VARIABLES:
+        value = environ.get(name, "").strip()
+        if not value or value in ("NoDevFiles", "none"):
+            continue
+        ids = [part.strip() for part in value.split(",")]
+        # Nothing else may reach docker's argv: an odd value is ignored, not passed on.
+        if all(_GPU_ID.match(i) for i in ids) and len(ids) <= 64:
+            return ids
+    return None
 
 
 class Docker:

@@ -29,7 +29,7 @@ from typing import IO, TYPE_CHECKING, Any, Dict, List, NamedTuple, Optional, Tup
 if TYPE_CHECKING:
     import subprocess
 
-from .container import LABEL_ALGO, LABEL_JOB, ContainerState, Docker, nvidia_visible, run_argv
+from .container import LABEL_ALGO, LABEL_JOB, ContainerState, Docker, nvidia_visible, run_argv, slurm_gpus
 from .files import write_atomic
 from .task import DockerAccess, HostTask, env_lines
 
@@ -463,7 +463,8 @@ def create_body(task: HostTask, ml_dir: str) -> Dict[str, Any]:
     env = ["{}={}".format(key, value) for key, value in task.environment]
     host_config: Dict[str, Any] = {
         "NetworkMode": "host",
-        "Binds": ["{}:/opt/ml".format(ml_dir)],
+        "Binds": ["{}:/opt/ml".format(ml_dir)]
+        + ["{}:{}{}".format(src, dst, ":ro" if ro else "") for src, dst, ro in task.binds],
         "ExtraHosts": ["{}:{}".format(name, address) for name, address in task.add_hosts] or None,
     }
     if task.memory_limit_bytes is not None:
@@ -471,9 +472,13 @@ def create_body(task: HostTask, ml_dir: str) -> Dict[str, Any]:
         host_config["Memory"] = task.memory_limit_bytes
         host_config["MemorySwap"] = task.memory_limit_bytes
     if task.gpus not in (0, None):
+        # Under Slurm, exactly the GPUs this job was given on the node (container.slurm_gpus).
+        devices = slurm_gpus(os.environ)
         if task.gpu_mode == "runtime":
             host_config["Runtime"] = "nvidia"
-            env.append("NVIDIA_VISIBLE_DEVICES={}".format(nvidia_visible(task.gpus)))
+            env.append("NVIDIA_VISIBLE_DEVICES={}".format(",".join(devices) if devices else nvidia_visible(task.gpus)))
+        elif devices:
+            host_config["DeviceRequests"] = [{"Driver": "", "DeviceIDs": devices, "Capabilities": [["gpu"]]}]
         else:
             count = -1 if task.gpus == "all" else int(str(task.gpus))
             host_config["DeviceRequests"] = [{"Driver": "", "Count": count, "Capabilities": [["gpu"]]}]

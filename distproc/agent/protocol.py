@@ -138,6 +138,13 @@ def _opt_strings(doc: Dict[str, Any], path: str, key: str) -> Optional[Tuple[str
     return None if doc.get(key) is None else _strings(doc, path, key)
 
 
+def _list(doc: Dict[str, Any], path: str, key: str) -> Tuple[Any, ...]:
+    value = doc.get(key) or []
+    if not isinstance(value, (list, tuple)):
+        raise ProtocolError(_at(path, key), "must be a list, not {}".format(_kind(value)))
+    return tuple(value)
+
+
 def _pairs(doc: Dict[str, Any], path: str, key: str) -> Tuple[Tuple[str, str], ...]:
     value = _get(doc, path, key, _MISSING)
     if not isinstance(value, (list, tuple)):
@@ -162,6 +169,11 @@ def container_name(job_name: str, algo: str) -> str:
 
 # -- the task: what one host runs --------------------------------------------------
 
+# Where a file:// Pipe input's files are unpacked (the `untar` verb's path): the agent's
+# own, mapped outside the folder mounted at /opt/ml (task.JobDir.host_path), so the
+# container sees only the named pipe. No LocalPath can name it: they are under /opt/ml/processing/.
+PIPE_STAGING_ROOT = CONTAINER_ML_ROOT + "/.distproc-pipe"
+
 
 class DockerAccess(NamedTuple):
     command: Tuple[str, ...]
@@ -177,6 +189,50 @@ class OutputSpec(NamedTuple):
     @property
     def is_s3(self) -> bool:
         return self.uri[:8].lower().startswith(("s3://", "https://"))
+
+
+class PipeSpec(NamedTuple):
+    """A Pipe mode input on this host: its named pipe and the objects streamed into it, in order.
+
+    Each object is (source, size): an S3 object as s3://bucket/key, or for a
+    file:// input the file's path relative to `staged` (where the coordinator
+    unpacked this host's files; None for S3).
+    """
+
+    name: str
+    path: str
+    gzip: bool
+    staged: Optional[str]
+    objects: Tuple[Tuple[str, int], ...]
+
+    def to_doc(self) -> Dict[str, Any]:
+        return {
+            "name": self.name,
+            "path": self.path,
+            "gzip": self.gzip,
+            "staged": self.staged,
+            "objects": [list(o) for o in self.objects],
+        }
+
+    @classmethod
+    def from_doc(cls, doc: Any, path: str) -> PipeSpec:
+        doc = _object(doc, path)
+        fifo = _str(doc, path, "path")
+        if not fifo.startswith(CONTAINER_ML_ROOT + "/processing/") or ".." in fifo.split("/"):
+            raise ProtocolError(_at(path, "path"), "{!r} is outside /opt/ml/processing/".format(fifo))
+        staged = _opt_str(doc, path, "staged")
+        if staged is not None and (not staged.startswith(PIPE_STAGING_ROOT + "/") or ".." in staged.split("/")):
+            raise ProtocolError(_at(path, "staged"), "{!r} is not under {}".format(staged, PIPE_STAGING_ROOT))
+        objects = []
+        for index, item in enumerate(_list(doc, path, "objects")):
+            where = _at(_at(path, "objects"), index)
+            ok = isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[0], str)
+            if not ok or not isinstance(item[1], int) or isinstance(item[1], bool) or item[1] < 0:
+                raise ProtocolError(where, "must be a [source, size] pair, not {!r}".format(item))
+            if staged is not None and (item[0].startswith("/") or ".." in item[0].split("/")):
+                raise ProtocolError(where, "{!r} leaves its staging folder".format(item[0]))
+            objects.append((item[0], item[1]))
+        return cls(_str(doc, path, "name"), fifo, _bool(doc, path, "gzip"), staged, tuple(objects))
 
 
 class HostTask(NamedTuple):
@@ -209,6 +265,11 @@ class HostTask(NamedTuple):
     orphan_timeout_seconds: float = 0.0
     # The container's memory limit in bytes (docker --memory); None: the host's memory.
     memory_limit_bytes: Optional[int] = None
+    # Pipe mode inputs: named pipes fed while the container runs (agent/pipes.py).
+    pipes: Tuple[PipeSpec, ...] = ()
+    # Folders of a filesystem the nodes share, bound into the container instead of copied
+    # (run/shared.py): (host folder, LocalPath, read-only).
+    binds: Tuple[Tuple[str, str, bool], ...] = ()
 
     @property
     def container_name(self) -> str:
@@ -239,6 +300,8 @@ class HostTask(NamedTuple):
             "deps_dir": self.deps_dir,
             "metrics_interval_seconds": self.metrics_interval_seconds,
             "orphan_timeout_seconds": self.orphan_timeout_seconds,
+            "pipes": [p.to_doc() for p in self.pipes],
+            "binds": [list(b) for b in self.binds],
         }
 
     @classmethod
@@ -297,7 +360,30 @@ class HostTask(NamedTuple):
             metrics_interval_seconds=_number(doc, path, "metrics_interval_seconds", 5.0),
             orphan_timeout_seconds=_number(doc, path, "orphan_timeout_seconds", 0),
             memory_limit_bytes=_opt_int(doc, path, "memory_limit_bytes", minimum=1),
+            pipes=tuple(
+                PipeSpec.from_doc(item, _at(_at(path, "pipes"), index))
+                for index, item in enumerate(_list(doc, path, "pipes"))
+            ),
+            binds=_binds(doc, path),
         )
+
+
+def _binds(doc: Dict[str, Any], path: str) -> Tuple[Tuple[str, str, bool], ...]:
+    """The task's shared folders to bind: absolute, one --volume word each, into /opt/ml/processing/."""
+    out = []
+    for index, item in enumerate(_list(doc, path, "binds")):
+        where = _at(_at(path, "binds"), index)
+        ok = isinstance(item, (list, tuple)) and len(item) == 3 and isinstance(item[2], bool)
+        source, target = (item[0], item[1]) if ok else (None, None)
+        if not (ok and isinstance(source, str) and isinstance(target, str)):
+            raise ProtocolError(where, "must be a [source, target, read_only] triple, not {!r}".format(item))
+        for value in (source, target):
+            if not value.startswith("/") or ".." in value.split("/") or any(c in value for c in ":,\n\0"):
+                raise ProtocolError(where, "{!r} is not an absolute path docker can bind".format(value))
+        if not target.startswith(CONTAINER_ML_ROOT + "/processing/"):
+            raise ProtocolError(where, "{!r} is outside /opt/ml/processing/".format(target))
+        out.append((source, target, bool(item[2])))
+    return tuple(out)
 
 
 # -- the claiming agent's conversation: one request a line, one answer each ----------

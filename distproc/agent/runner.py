@@ -15,7 +15,7 @@ import signal
 import socket
 import sys
 import threading
-from typing import Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from . import ecr, lease, staging
 from .container import DockerError
@@ -23,6 +23,9 @@ from .engine import Engine, WaitOutcome, docker_error_text, for_access
 from .files import EventLog, now, read_json, read_message, remove_paths, write_atomic, write_json_atomic
 from .pids import pid_alive as pid_alive  # re-exported: cli and follow ask runner.pid_alive
 from .task import HostTask, JobDir, TaskError
+
+if TYPE_CHECKING:  # imported for real only by jobs with Pipe mode inputs (the launch path stays lean)
+    from .pipes import Pipes
 
 # How often the watch loop wakes to check for a stop request or the deadline.
 WATCH_INTERVAL = 0.25
@@ -197,17 +200,41 @@ def _run_task(
         return _finish(jobdir, events, result, None, None)
     # The daemon's API on its socket when that is certain and it answers; else the docker CLI.
     engine = for_access(task.docker)
+    pipes: Optional[Pipes] = None
+    if task.pipes:
+        # Pipe mode: the named pipes exist before the entrypoint starts, and are fed while it runs.
+        from .pipes import PipeFailed
+        from .pipes import Pipes as _Pipes
+
+        try:
+            pipes = _Pipes(jobdir, task, events)
+        except (PipeFailed, OSError) as exc:
+            return _finish(jobdir, events, result, "InternalServerError", "cannot make the input pipes: {}".format(exc))
+        pipes.start()
     try:
-        _run_container(jobdir, task, engine, events, stop, deadline, result)
+        _run_container(jobdir, task, engine, events, stop, deadline, result, pipes)
     except _PullFailed as exc:
         return _finish(jobdir, events, result, "ClientError", str(exc))
     except DockerError as exc:
         return _finish(jobdir, events, result, "InternalServerError", str(exc))
     finally:
         engine.remove(task.container_name)
+        if pipes is not None:
+            _end_pipes(pipes, events, result)
     message, problem = read_message(jobdir.host_path("/opt/ml/output/message"))
     result.update(message=message, message_valid=problem is None, message_problem=problem)
     return _finish(jobdir, events, result, result.get("error_class"), result.get("error"))
+
+
+def _end_pipes(pipes: "Pipes", events: EventLog, result: Dict[str, Any]) -> None:
+    """Stop the feeds once the container is gone; a feed that failed fails the host."""
+    failure, outcomes = pipes.stop()
+    events.emit("pipes_ended", pipes=outcomes)
+    if failure is not None and not result.get("error"):
+        result.update(
+            error_class="ClientError" if failure.client_error else "InternalServerError",
+            error="Pipe mode input failed: {}".format(failure),
+        )
 
 
 class _PullFailed(Exception):
@@ -243,6 +270,7 @@ def _run_container(
     stop: StopFlag,
     deadline: Optional[float],
     result: Dict[str, Any],
+    pipes: Optional["Pipes"] = None,
 ) -> None:
     name = task.container_name
     resolved = _with_resolved_hosts(task)
@@ -283,7 +311,7 @@ def _run_container(
         continuous.start()
     except Exception as exc:
         events.emit("continuous_upload_failed", error=str(exc))
-    code = _ContainerWatch(jobdir, task, engine, events, stop, deadline, result).until_exit()
+    code = _ContainerWatch(jobdir, task, engine, events, stop, deadline, result, pipes).until_exit()
     result["container_ended"] = now()
     result["exit_code"] = code
     if code not in (0, None) and not result.get("error"):
@@ -322,8 +350,11 @@ class _ContainerWatch:
         stop: StopFlag,
         deadline: Optional[float],
         result: Dict[str, Any],
+        pipes: Optional["Pipes"] = None,
     ) -> None:
         self.jobdir = jobdir
+        self.pipes = pipes  # agent/pipes.Pipes, for jobs with Pipe mode inputs
+        self.pipe_killed = False
         self.task = task
         self.engine = engine
         self.events = events
@@ -397,6 +428,12 @@ class _ContainerWatch:
 
     def _tick(self, t: float) -> None:
         self._check_limits(t)
+        if self.pipes is not None and not self.pipe_killed and self.pipes.failure() is not None:
+            # A feed failed with its pipe still open: stop the reader before it could take a
+            # cut stream for the whole one (the job fails with the feed's error, _end_pipes).
+            self.pipe_killed = True
+            self.events.emit("killing", reason="a Pipe mode input failed")
+            self.engine.kill(self.name, "SIGKILL")
         if self.interrupt_at is None and self.stop.event.is_set():
             self.interrupt_at = t
             self.result.update(stopped=True, stop_reason=self.stop.reason)

@@ -11,6 +11,9 @@ which makes sshd exit and the kernel drop the connection.
 Only a no-tty SSH session that is the agent's parent (or its shell's parent)
 is ever signalled: an agent started any other way (`ansible_connection:
 local`, a login shell, a test) finds no such process and leaves everything as is.
+An agent call served by the warm agent (warm.py) has no SSH session of its
+own: its connection's far end is sshd's process of the coordinator's
+connection (forwarding the channel to the socket), which is what it ends.
 """
 
 from __future__ import annotations
@@ -28,6 +31,13 @@ SSHD = frozenset({"sshd", "sshd-session"})
 # Never the listener ("sshd: /usr/sbin/sshd ... [listener]"), never a privileged
 # monitor ("sshd: user [priv]"), never an interactive login ("sshd: user@pts/0").
 SESSION_TITLE = re.compile(r"^sshd(-session)?: \S+@notty$")
+# The same process of a connection that forwards to the warm agent's socket and
+# has no session: "sshd: user" (or "user@notty" once it has one as well).
+CONNECTION_TITLE = re.compile(r"^sshd(-session)?: [^\s\[\]@]+(@notty)?$")
+
+#: Set by the warm agent (warm.py) in the child serving one call: the pid at the
+#: other end of its socket, from SO_PEERCRED.
+PEER_PID: Optional[int] = None
 
 
 def _stat(pid: int) -> Optional[Tuple[str, int]]:
@@ -56,7 +66,19 @@ def _title(pid: int) -> str:
 
 def ssh_session_pid() -> Optional[int]:
     """The sshd process of the SSH session this agent runs in, or None."""
+    if PEER_PID is not None:
+        return peer_session_pid(PEER_PID, _stat, _title)
     return session_pid_from(os.getppid(), _stat, _title)
+
+
+def peer_session_pid(
+    peer: int, stat: Callable[[int], Optional[Tuple[str, int]]], title: Callable[[int], str]
+) -> Optional[int]:
+    """The warm agent's peer, if it is sshd's process of one connection (never the listener or a monitor)."""
+    info = stat(peer)
+    if info is None or peer <= 1 or info[0] not in SSHD:
+        return None
+    return peer if CONNECTION_TITLE.match(title(peer)) else None
 
 
 def session_pid_from(

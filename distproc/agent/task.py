@@ -13,11 +13,12 @@ from typing import Any, List, Tuple
 
 # The task's types live with the rest of the wire protocol; the agent's modules take them from here.
 from .protocol import CONTAINER_ML_ROOT as CONTAINER_ML_ROOT
+from .protocol import PIPE_STAGING_ROOT, ProtocolError, is_plain_name
 from .protocol import TASK_VERSION as TASK_VERSION
 from .protocol import DockerAccess as DockerAccess
 from .protocol import HostTask as HostTask
 from .protocol import OutputSpec as OutputSpec
-from .protocol import ProtocolError, is_plain_name
+from .protocol import PipeSpec as PipeSpec
 from .protocol import container_name as container_name
 
 
@@ -103,19 +104,27 @@ class JobDir:
         return self.path("ml")
 
     @property
+    def pipe_data(self) -> str:
+        # file:// Pipe inputs' files, next to ml/ rather than in it: the container sees only the pipe.
+        return self.path("pipe-data")
+
+    @property
     def data(self) -> Tuple[str, ...]:
         """What cleanup removes: the staged data and outputs, the task (it holds the
         Environment and any forwarded credentials), the env file, a stop request.
         The record (events, log, result, metrics) stays."""
-        return (self.ml, self.task, self.env_file, self.stop_request)
+        return (self.ml, self.pipe_data, self.task, self.env_file, self.stop_request)
 
     def host_path(self, container_path: str) -> str:
-        """The host path of a path under /opt/ml in the container."""
+        """The host path of a path under /opt/ml in the container (or of the agent's pipe staging, outside it)."""
         if container_path != CONTAINER_ML_ROOT and not container_path.startswith(CONTAINER_ML_ROOT + "/"):
             raise TaskError("{!r} is not under {}".format(container_path, CONTAINER_ML_ROOT))
         rel = container_path[len(CONTAINER_ML_ROOT) :].lstrip("/")
         if ".." in rel.split("/"):
             raise TaskError("{!r} climbs out of {}".format(container_path, CONTAINER_ML_ROOT))
+        if container_path == PIPE_STAGING_ROOT or container_path.startswith(PIPE_STAGING_ROOT + "/"):
+            rest = container_path[len(PIPE_STAGING_ROOT) :].lstrip("/")
+            return os.path.join(self.pipe_data, rest) if rest else self.pipe_data
         return os.path.join(self.ml, rel) if rel else self.ml
 
     def load_task(self) -> HostTask:

@@ -30,6 +30,8 @@ log = structlog.get_logger("distproc")
 class FleetBackend(Backend):
     """The hosts chosen from an inventory (inventory.select_hosts), in its order."""
 
+    kind = "fleet"
+
     def __init__(
         self,
         hosts: Sequence[Host],

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import io
 import json
+import os
 import queue
 import threading
 import time
@@ -20,6 +21,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+
+import structlog
 
 from ..agent.answers import (
     ClaimAnswer,
@@ -58,7 +61,14 @@ from .depsbundle import INSTALL_DEPS_SCRIPT, DepsBundle
 from .transport import Transport
 from .transport.base import Channel, CommandResult, parse_json_reply, read_answer
 
+log = structlog.get_logger("distproc")
+
 MIN_PYTHON = (3, 9)
+# How long a host's warm agent waits for the next job before it exits; 0 turns it off.
+WARM_IDLE_ENV = "DISTPROC_AGENT_IDLE_SECONDS"
+WARM_IDLE_DEFAULT = 600.0
+# Unix socket paths are at most 107 bytes (sun_path); agent/warm.py says the same.
+MAX_SOCKET_PATH = 107
 T = TypeVar("T")
 A = TypeVar("A")  # an answer of the agent (agent/answers.py)
 # How often a follower tells its host that a coordinator is still there.
@@ -69,6 +79,26 @@ PING_SECONDS = 5.0
 class FollowPosition:
     events: int = 0
     log: int = 0
+
+
+def warm_idle_seconds() -> float:
+    """The warm agent's idle time, from $DISTPROC_AGENT_IDLE_SECONDS (default 600 s; 0: no warm agent)."""
+    text = os.environ.get(WARM_IDLE_ENV, "").strip()
+    if not text:
+        return WARM_IDLE_DEFAULT
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 7 * 24 * 3600 or value != value:
+        raise AgentError(f"{WARM_IDLE_ENV}={text[:40]!r}: must be a number of seconds from 0 to 604800")
+    return value
+
+
+def warm_socket_path(work_dir: str, digest: str) -> str | None:
+    """The warm agent's socket on the host (agent/warm.py socket_path); None if too long for a socket."""
+    path = f"{work_dir.rstrip('/')}/agent/warm/{digest}.sock"
+    return path if len(path.encode()) <= MAX_SOCKET_PATH else None
 
 
 class _QueueReader(io.RawIOBase):
@@ -318,6 +348,12 @@ class HostSession:
         `release`): the lease and the task take one agent start between them.
         """
         argv = self._agent("claim", self.work_dir, "--job", job, "--holder", holder)
+        answer = await self._claim_warm(argv[2:])
+        if answer is not None:
+            return answer, False
+        idle = warm_idle_seconds()
+        if idle > 0 and self.transport.forwards_sockets:
+            argv += ["--warm-idle", f"{idle:g}"]  # this cold claim starts the warm agent for the next jobs
         answer, result = await self._claim(argv)
         if answer is not None:
             return answer, False
@@ -328,9 +364,37 @@ class HostSession:
             raise AgentError(f"{self.name}: {result.stderr_text().strip()[-800:] or 'no answer to claim'}")
         return answer, sent
 
+    async def _claim_warm(self, args: list[str]) -> ClaimAnswer | None:
+        """`claim` asked of the host's warm agent (agent/warm.py), which starts no process on the host.
+
+        None where there is none to ask (none started yet, or it idled out; an
+        agent of another version; an sshd that forwards to no socket): the
+        caller takes the cold path, which starts one for the next job.
+        """
+        path = warm_socket_path(self.work_dir, self.bundle.digest)
+        if path is None or warm_idle_seconds() <= 0:
+            return None
+        channel = await self.transport.open_socket(path, [*self._agent(), *args])
+        if channel is None:
+            return None
+        request = json.dumps({"agent": self.bundle.digest, "argv": args}).encode() + b"\n"
+        try:
+            await channel.write(request)
+            answer, result = await self._claim_on(channel)
+        except ConnectionError_ as exc:
+            log.debug("warm agent call failed", host=self.name, error=str(exc))
+            return None
+        if answer is None:
+            assert result is not None
+            why = result.stderr_text().strip()[-400:] or "no answer"
+            log.debug("warm agent gave no lease answer", host=self.name, reason=why)
+        return answer
+
     async def _claim(self, argv: list[str]) -> tuple[ClaimAnswer | None, CommandResult | None]:
         """The agent's lease answer (its channel kept if leased), or how the command ended without one."""
-        channel = await self.transport.open(argv)
+        return await self._claim_on(await self.transport.open(argv))
+
+    async def _claim_on(self, channel: Channel) -> tuple[ClaimAnswer | None, CommandResult | None]:
         try:
             line = await channel.readline()
             try:

@@ -3,7 +3,10 @@
 A coordinator killed mid-job (SIGKILL, a lost laptop) leaves the job
 InProgress in the store while its agents carry on. `attach` takes the job
 over, reconnects to every host, follows it to its end, uploads the outputs,
-cleans up, and records the outcome, as `run` would have.
+cleans up, and records the outcome, as `run` would have. The hosts are
+reached through the backend the job ran on (the job store's record of it):
+a Slurm job's nodes through srun steps, and its allocation is cancelled at
+the end, as `run` would have.
 """
 
 from __future__ import annotations
@@ -55,14 +58,20 @@ def check_attachable(job: JobRecord) -> None:
 
 
 async def attach(store: Store, name: str, options: RunOptions) -> tuple[JobRunner, JobOutcome]:
+    from ..backends.records import backend_from_record
     from .runner import JobRunner
 
     job = store.get_job(name)
     check_attachable(job)
+    backend = backend_from_record(job.backend, name)  # a damaged record: refused before the job is taken over
+    if not job.hosts:
+        # Its `run` died before the job had hosts (waiting for busy hosts, or in Slurm's queue): nothing runs to follow.
+        why = f"job {name!r} never had its hosts (its run died while waiting for them); `distproc stop {name}` ends it"
+        raise SpecError([Violation("ProcessingJobName", why)], source="attach request")
     if not store.take_over(name, job.coordinator_pid):
         raise SpecError(
             [Violation("ProcessingJobName", f"another process took over job {name!r} just now")],
             source="attach request",
         )
-    runner = JobRunner(parse_job(dict(job.request)), (), store, job.inventory, options)
+    runner = JobRunner(parse_job(dict(job.request)), (), store, job.inventory, options, backend)
     return runner, await runner.resume(job)

@@ -18,6 +18,7 @@ from .context import JobContext
 from .hoststate import HostState, within
 from .outcome import FailureClass, HostOutcome, HostPhase
 from .recorder import HostMetrics, OutputFailed
+from .shared import shared_binds
 
 
 class EndOfJob:
@@ -65,9 +66,10 @@ class EndOfJob:
             except DistprocError as exc:
                 client = isinstance(exc, StagingError) and exc.client_error
                 self._output_failed(state, f"S3 outputs could not be uploaded: {exc}", client)
+        bound = shared_binds(self.job, self.ctx.backend.shared_dir).output_names()
         for output in self.job.outputs:
-            if is_s3_uri(output.uri):
-                continue
+            if is_s3_uri(output.uri) or output.name in bound:
+                continue  # S3: uploaded by the host; bound: written in place by the container (run/shared.py)
             dest = Path(file_uri_path(output.uri))
             try:
                 files, size = await state.session.pull_files(output.local_path, dest)

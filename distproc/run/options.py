@@ -30,6 +30,9 @@ class ProgressObserver(Protocol):
 
     def finished(self, algo: str, status: str, exit_code: int | None) -> None: ...
 
+    def waiting(self, message: str | None) -> None:
+        """What the job waits for before it has hosts (busy hosts, a Slurm queue); None: no longer."""
+
 
 @dataclass(frozen=True, slots=True)
 class RunOptions:

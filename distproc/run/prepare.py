@@ -14,12 +14,13 @@ from ..agent.answers import StageProgress
 from ..errors import AgentError, DistprocError, ImageError, StagingError
 from ..hosts.depsbundle import deps_bundle
 from ..hosts.images import SavedImage, forget_saved, saved_image
-from ..plan import JobPlan, host_task
+from ..plan import JobPlan, host_task, pipe_staging_path
 from ..staging import is_s3_uri
 from .context import JobContext
 from .hoststate import HostState
 from .outcome import FailureClass, HostPhase
 from .recorder import HostReady, StagingProgress
+from .shared import shared_binds
 from .watch import Watch
 
 
@@ -40,6 +41,8 @@ class Prepare:
         # --ship-image: this machine's ID of the image; the tar, saved once a host lacks it.
         self._ship_image_id = ship_image_id
         self._saved_image: SavedImage | None = None
+        #: file:// data in the nodes' shared folder (a Slurm shared_dir): bound into the containers, not copied.
+        self.binds = shared_binds(self.job, ctx.backend.shared_dir)
         self._saving_image = asyncio.Lock()
 
     async def all(self, watch: Watch) -> None:
@@ -71,9 +74,12 @@ class Prepare:
                         self.options.metrics_interval_seconds,
                         self.options.orphan_timeout_seconds,
                     )
+                    if self.binds.inputs or self.binds.outputs:
+                        task = task._replace(binds=self.binds.task_binds())
                     # A host with nothing to receive starts at once (one round trip fewer); if
                     # another host then fails to prepare, it is stopped like any running host.
-                    launch_now = not a.inputs and not self.options.ship_image
+                    bound = self.binds.input_names()
+                    launch_now = all(s.input.name in bound for s in a.inputs) and not self.options.ship_image
                     if await state.session.prepare(task, launch=launch_now) is not None:
                         watch.launched(state)
                     self.recorder.step(a.algo, "agent_ready", agent_sent=sent)
@@ -96,7 +102,17 @@ class Prepare:
         a = state.assignment
         files = size = 0
         remote: list[dict[str, Any]] = []
-        for shard in a.inputs:
+        bound = self.binds.input_names()
+        for index, shard in enumerate(a.inputs):
+            if shard.input.name in bound:
+                continue  # every node sees it where it is: bound into the container (run/shared.py)
+            if shard.input.input_mode == "Pipe":
+                # S3 objects are streamed into the pipe by the host while the container runs
+                # (agent/pipes.py); file:// ones travel now, to a folder the container does not see.
+                if not is_s3_uri(shard.input.uri):
+                    n, b = await state.session.push_files(pipe_staging_path(index), shard.files)
+                    files, size = files + n, size + b
+                continue
             if is_s3_uri(shard.input.uri):
                 objects = []
                 for f in shard.files:

@@ -31,6 +31,8 @@ class JobCreated:
     inventory: str | None
     warnings: tuple[str, ...]
     hosts: int
+    #: What reaches the job's backend again (Backend.record); None: the SSH fleet.
+    backend: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +45,35 @@ class JobWaiting:
     """The job waits for busy hosts (`run --wait-for-hosts`): what it waits for now."""
 
     message: str
+
+
+@dataclass(frozen=True, slots=True)
+class JobQueued:
+    """The job went into its backend's queue (Slurm's): the queued phase starts; backend: its record now."""
+
+    at: float
+    backend: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class JobQueueReason:
+    """Why the job still waits in its backend's queue ("waiting for 3 nodes in partition gpu: Resources")."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class JobAllocated:
+    """The backend's queue gave the job its hosts: the queued phase ends."""
+
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class JobLeftQueue:
+    """The job left its backend's queue without its hosts (stopped, cancelled): the queued phase ends."""
+
+    at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +189,10 @@ Event = (
     JobCreated
     | JobStarted
     | JobWaiting
+    | JobQueued
+    | JobQueueReason
+    | JobAllocated
+    | JobLeftQueue
     | JobStopping
     | JobFinished
     | HostAdded
@@ -190,11 +225,21 @@ class StoreSink:
         store, job = self.store, self.job
         match event:
             case JobCreated():
-                store.create_job(job, event.arn, event.request, event.inventory, event.warnings)
+                store.create_job(job, event.arn, event.request, event.inventory, event.warnings, event.backend)
             case JobStarted():
                 store.update_job(job, start_time=event.at)
             case JobWaiting():
                 store.set_waiting_for(job, event.message)
+            case JobQueued():
+                store.record_backend(job, event.backend)
+                # A job-level event (no algo): store/timeline.py gives every host its queued phase.
+                store.add_event(job, None, "queued", {}, event.at)
+            case JobQueueReason():
+                store.update_job(job, waiting_for=event.reason)
+            case JobAllocated() | JobLeftQueue():
+                store.update_job(job, waiting_for=None)
+                kind = "allocated" if isinstance(event, JobAllocated) else "left_queue"
+                store.add_event(job, None, kind, {}, event.at)
             case JobStopping():
                 store.update_job(job, status=JobStatus.STOPPING.value, stop_requested=event.reason)
             case JobFinished(outcome=o):
@@ -205,6 +250,7 @@ class StoreSink:
                     failure_reason=o.failure_reason,
                     exit_message=o.exit_message,
                     stop_reason=o.stop_reason,
+                    waiting_for=None,  # an ended job waits for nothing
                 )
             case HostAdded():
                 store.add_host(job, event.algo, event.host, event.endpoint, event.job_dir)
@@ -247,7 +293,13 @@ class ObserverSink:
 
     def __call__(self, event: Event) -> None:
         observer = self.observer
+        # Observers written before `waiting` (a caller's own) may lack it: they are not told.
+        waiting = getattr(observer, "waiting", None)
         match event:
+            case JobWaiting(message=text) | JobQueueReason(reason=text) if waiting is not None:
+                waiting(text)
+            case JobAllocated() | JobLeftQueue() if waiting is not None:
+                waiting(None)
             case HostAdded() | HostReattached():
                 observer.add_host(event.algo, event.host)
             case HostStep() | AgentEvent():

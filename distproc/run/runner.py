@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from ..agent.ecr import ecr_registry
-from ..backends.base import Backend, Shortage
+from ..backends.base import Allocated, Backend, BackendNote, Claimed, Queued, Shortage, Submitted
 from ..backends.fleet import FleetBackend
 from ..errors import DistprocError, ImageError, StagingError
 from ..hosts.images import local_image_id
@@ -44,8 +44,12 @@ from .recorder import (
     HostAdded,
     HostNeverStarted,
     HostReattached,
+    JobAllocated,
     JobCreated,
     JobFinished,
+    JobLeftQueue,
+    JobQueued,
+    JobQueueReason,
     JobStarted,
     Recorder,
 )
@@ -134,6 +138,8 @@ class JobRunner:
             keepalive_interval=self.options.keepalive_interval,
         )
         self.ctx = JobContext(job, self.options, store, self.recorder, stop, self.backend)
+        #: In the backend's queue (Slurm's): submitted, not yet allocated.
+        self._queued = False
         # --ship-image: this machine's ID of the image, taken before any host is claimed.
         self._ship_image_id: str | None = None
 
@@ -160,16 +166,83 @@ class JobRunner:
             if requested and stop.reason is None:
                 stop.request(requested)
 
+    def _heard(self, note: BackendNote) -> None:
+        """What the backend's queue (Slurm's) did: recorded for `describe`, the timeline, the live view."""
+        match note:
+            case Submitted():
+                self._queued = True
+                self.recorder(JobQueued(note.at, self.backend.record(self.job.name)))
+            case Queued():
+                self.recorder(JobQueueReason(note.reason))
+            case Allocated():
+                self._queued = False
+                self.recorder(JobAllocated(note.at))
+
+    def _stop_asked(self) -> bool:
+        """Whether a stop was asked here or in the store (then taken up here)."""
+        stop = self.ctx.stop
+        requested = stop.reason or self.store.get_job(self.job.name).stop_requested
+        if requested:
+            stop.request(requested)
+        return bool(requested)
+
+    async def _acquire(self) -> Sequence[Claimed] | Shortage | None:
+        """The backend's hosts, or a Shortage; None when the job was stopped before it had them.
+
+        A backend that queues (Slurm) may keep acquire waiting for hours: a stop
+        (Ctrl-C here, `distproc stop` in the store) cancels it, and it gives back
+        what it held (a queued Slurm job leaves the queue). The fleet's acquire
+        is short and left to finish: the stop then keeps its hosts from starting.
+        """
+        if not self.backend.queues:
+            return await self.backend.acquire(self.job)
+        try:
+            return await self._acquire_queued()
+        finally:
+            if self._queued:  # it left the queue without its hosts: the queued phase ends here
+                self._queued = False
+                self.recorder(JobLeftQueue(time.time()))
+
+    async def _acquire_queued(self) -> Sequence[Claimed] | Shortage | None:
+        acquiring = asyncio.ensure_future(self.backend.acquire(self.job))
+        poller = asyncio.ensure_future(self._poll_store_for_stop())
+        stopped = asyncio.ensure_future(self.ctx.stop.event.wait())
+        try:
+            await asyncio.wait({acquiring, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            poller.cancel()
+            stopped.cancel()
+            if not acquiring.done():
+                acquiring.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await acquiring
+        if acquiring.cancelled():
+            return None
+        try:
+            got = acquiring.result()
+        except DistprocError:
+            # `distproc stop` cancelled the Slurm job as it started: its nodes could not be claimed.
+            if self._stop_asked():
+                return None
+            raise
+        if isinstance(got, Shortage) and self._stop_asked():
+            return None  # the queued job was cancelled by `distproc stop` before its flag was read here
+        return got
+
     # -- the job --------------------------------------------------------------
 
     async def run(self) -> JobOutcome:
         raise_open_file_limit()
         job = self.job
-        self.recorder(JobCreated(self.arn, job.request_dict(), self.inventory_path, job.warnings, len(self.hosts)))
+        record = self.backend.record(job.name)
+        self.recorder(
+            JobCreated(self.arn, job.request_dict(), self.inventory_path, job.warnings, len(self.hosts), record)
+        )
+        self.backend.listener = self._heard
         try:
             try:
                 listings = await asyncio.to_thread(self._list_inputs)
-                s3_settings = await asyncio.to_thread(self._s3_for_hosts)
+                agent_aws = await asyncio.to_thread(self._agent_aws)
             except StagingError as exc:
                 cls = FailureClass.CLIENT if exc.client_error else FailureClass.INTERNAL
                 return self._finish_early(cls, str(exc))
@@ -179,7 +252,10 @@ class JobRunner:
                 except ImageError as exc:
                     return self._finish_early(FailureClass.CLIENT, str(exc))
             if self.options.wait_for_hosts_seconds is None:
-                claims = await self.backend.acquire(job)
+                acquired = await self._acquire()
+                if acquired is None:  # stopped while queued: no host was held
+                    return self._finish()
+                claims = acquired
             else:
                 waited = await HostWait(self.ctx, self.options.wait_for_hosts_seconds).claim()
                 if waited is None:  # stopped while waiting: no host was held
@@ -189,6 +265,8 @@ class JobRunner:
                 cls = FailureClass.CLIENT if claims.client_error else FailureClass.INTERNAL
                 return self._finish_early(cls, claims.reason)
             self.hosts = tuple(c.host for c in claims)
+            # Per claimed host: a backend that finds its hosts as it acquires (Slurm) had none before.
+            s3_settings = self._s3_for_hosts(agent_aws)
             plan = build_plan(job, self.arn, self.hosts, listings)
             with self.store.batch():  # every host's row and first events: one commit
                 for a, claim in zip(plan.assignments, claims, strict=True):
@@ -302,8 +380,9 @@ class JobRunner:
 
         first = self.hosts[0] if self.hosts else None
         return S3Settings(
-            endpoint_url=self.options.s3_endpoint_url or (first.s3_endpoint_url if first else None),
-            region=first.aws_region if first else None,
+            endpoint_url=self.options.s3_endpoint_url
+            or (first.s3_endpoint_url if first else self.backend.s3_endpoint_url),
+            region=first.aws_region if first else self.backend.aws_region,
         )
 
     def _list_inputs(self) -> dict[str, list[SourceFile]]:
@@ -320,14 +399,24 @@ class JobRunner:
             listings[item.name] = files
         return listings
 
-    def _s3_for_hosts(self) -> dict[str, dict[str, Any]]:
-        """Each host's AWS settings for its agent (S3 staging, ECR login), with forwarded credentials if asked."""
+    def _agent_aws(self) -> tuple[bool, Any]:
+        """Whether the agents need AWS settings (S3 staging, ECR login), and the forwarded credentials if asked.
+
+        Before any host is claimed: a credential problem fails the job with nothing held.
+        """
         if not (self._uses_s3() or is_ecr_image(self.job.app.image_uri)):
-            return {}
+            return False, None
         credentials = None
         if self.options.aws_credentials == "forward":
             role = self.job.role_arn if self.options.assume_role else None
             credentials = s3_staging().forwarded_credentials(self._coordinator_s3(), role)
+        return True, credentials
+
+    def _s3_for_hosts(self, agent_aws: tuple[bool, Any]) -> dict[str, dict[str, Any]]:
+        """Each claimed host's AWS settings for its agent, by host name (none: the job needs none)."""
+        needed, credentials = agent_aws
+        if not needed:
+            return {}
         return {
             h.name: {
                 "endpoint_url": h.s3_endpoint_url or self.options.s3_endpoint_url,

@@ -13,6 +13,7 @@ from collections.abc import Set
 from typing import Any
 
 from ..agent.answers import Event, EventLine, FollowLine, LogLine, LostLine, ResultLine, RunResult
+from ..backends.base import HostGone
 from ..errors import ConnectionError_, DistprocError
 from ..ui.console import OutputSink
 from .context import JobContext
@@ -130,10 +131,18 @@ class Watch:
                     await within(session.transport.connect(), left, session.transport.name)
                     session.heard()
                 state.position = await session.follow(state.position, on_line)
+                if state.outcome is None:
+                    # The stream ended with no result: the channel carrying it ended (an srun
+                    # step whose allocation Slurm ended), a loss like any other.
+                    raise ConnectionError_(session.transport.name, "the agent's stream ended before a result")
                 lost_at = None
                 delay = 0.5
             except ConnectionError_ as exc:
                 state.position = getattr(exc, "position", state.position)
+                gone = await self._gone(state)
+                if gone is not None:
+                    await self._on_host_gone(state, gone)
+                    return
                 now = time.time()
                 if lost_at != session.last_heard:
                     # A new loss of contact: the host was heard from since the last one.
@@ -151,6 +160,33 @@ class Watch:
                 await asyncio.sleep(min(delay, max(0.0, window - silent)))
                 delay = min(delay * 2, 10.0)
 
+    async def _gone(self, state: HostState) -> HostGone | None:
+        """What the backend knows of a host that stopped answering (a scheduler may know it is gone)."""
+        try:
+            return await self.ctx.backend.gone(state.assignment.host, state.session.job_dir)
+        except DistprocError as exc:
+            self.ctx.recorder.log.warning(
+                "could not ask the backend about the host", host=state.assignment.algo, error=str(exc)
+            )
+            return None
+
+    async def _on_host_gone(self, state: HostState, gone: HostGone, exit_code: int | None = None) -> None:
+        """The backend says the host will not answer again: end it now, Stopped or Failed as it says."""
+        # Its outputs cannot be fetched; cleanup takes the way the backend gives, if any (EndOfJob).
+        state.lost = True
+        if gone.session is not None:
+            state.session = gone.session
+        if not gone.stopped:
+            self.ctx.host_failed(state, FailureClass.INTERNAL, gone.reason)
+            await self._on_host_failed(state)
+            return
+        a = state.assignment
+        outcome = state.end(
+            HostOutcome(a.algo, a.host.name, status=HostPhase.STOPPED, exit_code=exit_code, ended_at=time.time())
+        )
+        self.ctx.stop.stopped_by_host(gone.reason)
+        self.ctx.recorder(HostResult(outcome, None))
+
     def _lost_text(self, reason: str, silent: float) -> str:
         orphan = self.ctx.options.orphan_timeout_seconds
         then = (
@@ -167,6 +203,14 @@ class Watch:
 
     async def _on_result(self, state: HostState, result: RunResult) -> None:
         a = state.assignment
+        killed = result.exit_code is None or result.exit_code >= 128
+        if HostPhase.of_result(result.status) is HostPhase.FAILED and not result.stopped and killed:
+            # Killed by a signal nobody here sent: the backend may have ended the host
+            # (Slurm's time limit, a failed node), which decides how the host ended.
+            gone = await self._gone(state)
+            if gone is not None:
+                await self._on_host_gone(state, gone, result.exit_code)
+                return
         state.cleaned_by_host = result.orphaned
         outcome = state.end(
             HostOutcome(

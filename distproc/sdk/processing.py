@@ -28,13 +28,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import JobExistsError, JobNotFoundError, SpecError, UnexpectedStatusError, Violation
+from ..errors import (
+    JobExistsError,
+    JobNotFoundError,
+    SpecError,
+    UnexpectedStatusError,
+    UnexpectedStatusException,
+    Violation,
+)
 from ..inventory import Inventory, load_inventory, select_hosts
 from ..plan import DEFAULT_STOP_GRACE_SECONDS
 from ..run.options import RunOptions
 from ..spec import JobSpec, parse_job
 from ..store.db import Store
 from . import request as paths
+from .bundle import FrameworkBundle
 from .handle import JobHandle, ProcessingJob, _with_store
 from .request import PathArg, ProcessingInput, ProcessingOutput, as_list, without_none
 from .session import Session
@@ -48,6 +56,7 @@ __all__ = [
     "ScriptProcessor",
     "Session",
     "UnexpectedStatusError",
+    "UnexpectedStatusException",
 ]
 
 
@@ -247,14 +256,14 @@ class Processor:
         arguments: Sequence[str] | None,
         experiment_config: Mapping[str, str] | None,
         kms_key: str | None,
-        code: paths.CodePlan | None = None,
+        code: paths.CodePlan | FrameworkBundle | None = None,
     ) -> tuple[dict[str, Any], JobSpec]:
         """The request, as the SDK's ``_normalize_args`` and ``_get_process_args`` build it, and the parsed job."""
         problems: list[Violation] = []
         if kms_key is not None:
             problems.append(Violation("kms_key", "distproc uploads no code to S3: there is nothing to encrypt"))
         channels = [paths.input_request(i, item, problems) for i, item in enumerate(inputs or [])]
-        channels += [code.input()] if code else []
+        channels += code.inputs() if code else []
         folder = paths.job_folder(name)
         outs = [paths.output_request(i, item, self.home, folder, problems) for i, item in enumerate(outputs or [])]
         self.arguments = as_list(arguments)
@@ -294,7 +303,12 @@ class Processor:
             return None
 
     def _start(
-        self, doc: dict[str, Any], job: JobSpec, wait: bool, logs: bool, code: paths.CodePlan | None = None
+        self,
+        doc: dict[str, Any],
+        job: JobSpec,
+        wait: bool,
+        logs: bool,
+        code: paths.CodePlan | FrameworkBundle | None = None,
     ) -> None:
         options = self._options
         if options.assume_role and job.role_arn is None:
@@ -308,7 +322,7 @@ class Processor:
         hosts = select_hosts(inventory, job.cluster.instance_type, job.cluster.instance_count)
         _with_store(self.home, lambda store: _refuse_used_name(store, job.name))  # before code lands in its folder
         if code is not None:
-            paths.ship_code(code, self.home)
+            code.ship(self.home, options.s3_endpoint_url)
         for warning in job.warnings:
             print(f"warning: {warning}", file=sys.stderr)
         if self.role is not None and job.role_arn is None:

@@ -160,6 +160,11 @@ def _local(value: str) -> Path:
     return Path(os.path.abspath(os.path.expanduser(value)))
 
 
+def local_path(value: str) -> Path:
+    """A local path or file:// URI as an absolute path, ``~`` expanded (links not followed)."""
+    return _local(value)
+
+
 def input_uri(source: PathArg, field: str) -> str:
     """An input's S3Uri: a URI as given; a local folder or file as a file:// URI."""
     text = os.fspath(source)
@@ -314,12 +319,21 @@ class CodePlan:
     #: A local file or folder copied into ``copy_to`` when the job starts (None: code on S3).
     copy_from: Path | None = None
     copy_to: Path | None = None
+    #: The input's name and place (a FrameworkProcessor's script on S3 is its ``entrypoint``).
+    input_name: str = CODE_INPUT_NAME
+    local_path: str = CODE_LOCAL_PATH
 
     def input(self) -> dict[str, Any]:
         """The input the code travels as, named and placed as the SDK does."""
-        s3 = {"S3Uri": self.uri, "LocalPath": CODE_LOCAL_PATH, "S3DataType": "S3Prefix", "S3InputMode": "File"}
+        s3 = {"S3Uri": self.uri, "LocalPath": self.local_path, "S3DataType": "S3Prefix", "S3InputMode": "File"}
         s3 |= {"S3DataDistributionType": "FullyReplicated", "S3CompressionType": "None"}
-        return {"InputName": CODE_INPUT_NAME, "AppManaged": False, "S3Input": s3}
+        return {"InputName": self.input_name, "AppManaged": False, "S3Input": s3}
+
+    def inputs(self) -> list[dict[str, Any]]:
+        return [self.input()]
+
+    def ship(self, home: Path, s3_endpoint_url: str | None = None) -> None:
+        ship_code(self, home)
 
 
 def plan_code(code: PathArg, source_dir: PathArg | None, home: Path, job: str) -> CodePlan:

@@ -20,9 +20,11 @@ The defaults file is a YAML mapping with these keys, all optional::
     assume_role: false
     s3_endpoint_url: http://localhost:9000
     account_id: "123456789012"           # role names become arn:aws:iam::<this>:role/<name>
-    images:                              # SKLearnProcessor's image per framework and version
-      sklearn:
+    images:                              # the framework processors' image per framework and version
+      sklearn:                           # SKLearnProcessor (and FrameworkProcessor for scikit-learn)
         "1.2-1": my-registry/sklearn:1.2-1
+      pytorch:                           # PyTorchProcessor, FrameworkProcessor("pytorch", ...)
+        "2.1": my-registry/pytorch:2.1
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ docs/job-spec.md. Every problem is reported at once in one SpecError.
 from __future__ import annotations
 
 from ._parse import load_job, parse_job
+from ._rules import pipe_path
 from .model import (
     AppSpecification,
     ClusterConfig,
@@ -45,6 +46,7 @@ __all__ = [
     "job_arn",
     "load_job",
     "parse_job",
+    "pipe_path",
     "processing_job_config",
     "validate_request",
 ]

@@ -21,6 +21,19 @@ from ..errors import Violation
 
 LOCAL_PATH_PREFIX = "/opt/ml/processing/"
 
+# A Pipe input's named pipe is its LocalPath with this suffix: epoch 0 in the
+# layout AWS documents for training's Pipe mode (/opt/ml/input/data/<channel>_<epoch>);
+# docs/contract.md says why and what AWS leaves unsaid for Processing.
+PIPE_SUFFIX = "_0"
+
+GZIP_NEEDS_PIPE = "Gzip is only valid with S3InputMode Pipe (File mode supports only None)"
+
+
+def pipe_path(local_path: str) -> str:
+    """The container path of a Pipe input's named pipe: <LocalPath>_0."""
+    return posixpath.normpath(local_path) + PIPE_SUFFIX
+
+
 # InputName and OutputName are plain strings in the model (SageMaker only uses
 # them as labels), but distproc makes files and folders of them: uploaded-<name>.json
 # on the hosts, data/<job>/output/<name>/ in the job store. One file name on Linux
@@ -202,6 +215,7 @@ def check(doc: dict[Any, Any]) -> list[Violation]:
             out.append(Violation(".".join(keys), rule))
     seen_names: dict[tuple[str, str], str] = {}
     local_paths: list[tuple[str, str]] = []
+    pipes: list[tuple[str, str]] = []
     for kind, path, channel in channels(doc):
         name = channel.get(_NAME[kind])
         if isinstance(name, str):
@@ -218,13 +232,31 @@ def check(doc: dict[Any, Any]) -> list[Violation]:
             if problem:
                 out.append(Violation(f"{storage_path}.S3Uri", problem))
         local = _get(storage, "LocalPath")
+        pipe = kind == "input" and _get(storage, "S3InputMode") == "Pipe"
+        if kind == "input" and _get(storage, "S3CompressionType") == "Gzip" and not pipe:
+            # SageMaker refuses the same pair (CreateTrainingJob: "File mode only supports NONE, got Gzip").
+            out.append(Violation(f"{storage_path}.S3CompressionType", GZIP_NEEDS_PIPE))
         if isinstance(local, str):
             local_path = f"{storage_path}.LocalPath"
             problems = _local_path_problems(local)
             out.extend(Violation(local_path, p) for p in problems)
             if not problems:
                 local_paths.append((local_path, posixpath.normpath(local)))
+                if pipe:
+                    # The named pipe is a path of its own, next to LocalPath: no other channel may use it.
+                    pipes.append((local_path, pipe_path(local)))
     out.extend(_overlaps(local_paths))
+    out.extend(_pipe_clashes(pipes, local_paths))
+    return out
+
+
+def _pipe_clashes(pipes: list[tuple[str, str]], local_paths: list[tuple[str, str]]) -> list[Violation]:
+    """A Pipe input's <LocalPath>_0 must not be, hold or lie in another channel's folder."""
+    out = []
+    for path, fifo in pipes:
+        for other_path, other in local_paths:
+            if fifo == other or fifo.startswith(other.rstrip("/") + "/") or other.startswith(fifo + "/"):
+                out.append(Violation(path, f"its named pipe {fifo} (Pipe mode) clashes with {other_path} ({other})"))
     return out
 
 

@@ -42,18 +42,6 @@ def _is(expected: object) -> Callable[[object], bool]:
 REFUSED: tuple[Refusal, ...] = (
     Refusal(
         "input",
-        ("S3Input", "S3InputMode"),
-        _is("Pipe"),
-        f"Pipe input mode is not supported yet {_VERSION}; use File",
-    ),
-    Refusal(
-        "input",
-        ("S3Input", "S3CompressionType"),
-        _is("Gzip"),
-        f"Gzip compression (a Pipe mode feature) is not supported yet {_VERSION}; use None",
-    ),
-    Refusal(
-        "input",
         ("DatasetDefinition",),
         _present,
         f"DatasetDefinition (Athena or Redshift queries) is not supported {_VERSION}; use S3Input with a file:// URI",

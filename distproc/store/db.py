@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, fields
+from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -90,6 +91,16 @@ CREATE TABLE IF NOT EXISTS waiting (
 );
 """
 
+#: Changes to the tables above, in order; PRAGMA user_version counts those a store has had.
+#: A store (new or old) gets each step it lacks when opened, so every later column is here.
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # 1: the job's backend and what reaches it again (JSON, backends/records.py; NULL: the SSH
+    #    fleet, which every job of an older store ran on), and why it waits in the backend's
+    #    queue (Slurm's pending reason).
+    ("ALTER TABLE jobs ADD COLUMN backend TEXT", "ALTER TABLE jobs ADD COLUMN waiting_for TEXT"),
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
+
 _JOB_FIELDS = {
     "status",
     "start_time",
@@ -99,6 +110,7 @@ _JOB_FIELDS = {
     "stop_reason",
     "stop_requested",
     "coordinator_pid",
+    "waiting_for",
 }
 _HOST_FIELDS = {"status", "exit_code", "start_time", "end_time", "message", "error"}
 
@@ -169,8 +181,11 @@ class JobRecord:
     stop_requested: str | None
     coordinator_pid: int | None
     hosts: tuple[HostRecord, ...]
-    #: What the job waits for while `run --wait-for-hosts` waits for busy hosts; None otherwise.
+    #: What the job waits for while `run --wait-for-hosts` waits for busy hosts (the waiting
+    #: table's), or while it waits in its backend's queue (Slurm's reason); None otherwise.
     waiting_for: str | None = None
+    #: The backend the job runs on and what reaches it again (Backend.record); older stores: the fleet.
+    backend: Mapping[str, Any] = dataclass_field(default_factory=lambda: {"backend": "fleet"})
 
 
 #: Columns stored as JSON text, and what each becomes in its record.
@@ -254,6 +269,7 @@ class Store:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(_SCHEMA)
+            _migrate(self._db)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open the job store in {self.home}: {exc}") from exc
         # Writes not committed yet, in order; the timer that commits them; open batch() blocks.
@@ -341,8 +357,12 @@ class Store:
         request: Mapping[str, Any],
         inventory: str | None,
         warnings: tuple[str, ...] = (),
+        backend: Mapping[str, Any] | None = None,
     ) -> None:
-        """Record a new job, InProgress. A name in use is refused, as SageMaker does."""
+        """Record a new job, InProgress. A name in use is refused, as SageMaker does.
+
+        ``backend``: what Backend.record gives (None: the SSH fleet).
+        """
         logs = inside(self.home / "logs", name, what="job name")  # before the job is recorded
         t = time.time()
         with self._tx() as db:
@@ -351,8 +371,18 @@ class Store:
                 raise JobExistsError(name, row["status"])
             db.execute(
                 "INSERT INTO jobs (name, arn, status, request, inventory, warnings, creation_time,"
-                " last_modified, coordinator_pid) VALUES (?, ?, 'InProgress', ?, ?, ?, ?, ?, ?)",
-                (name, arn, json.dumps(request), inventory, json.dumps(list(warnings)), t, t, os.getpid()),
+                " last_modified, coordinator_pid, backend) VALUES (?, ?, 'InProgress', ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    name,
+                    arn,
+                    json.dumps(request),
+                    inventory,
+                    json.dumps(list(warnings)),
+                    t,
+                    t,
+                    os.getpid(),
+                    json.dumps(dict(backend)) if backend is not None else None,
+                ),
             )
         logs.mkdir(parents=True, exist_ok=True, mode=0o700)
 
@@ -370,6 +400,10 @@ class Store:
 
     def update_job(self, name: str, **fields: Any) -> None:
         self._update("jobs", _JOB_FIELDS | {"last_modified"}, {"name": name}, {**fields, "last_modified": time.time()})
+
+    def record_backend(self, name: str, backend: Mapping[str, Any]) -> None:
+        """What reaches the job's backend again, as it is now (a Slurm job id once submitted): committed at once."""
+        self._write("UPDATE jobs SET backend = ? WHERE name = ?", (json.dumps(dict(backend)), name))
 
     def add_host(self, job: str, algo: str, host: str, endpoint: Mapping[str, Any], job_dir: str) -> None:
         self._write(
@@ -447,7 +481,9 @@ class Store:
             JobRecord,
             row,
             hosts=tuple(_record(HostRecord, h) for h in hosts),
-            waiting_for=waiting["message"] if waiting is not None else None,
+            # While in the fleet's local queue (`run --wait-for-hosts`): what it says there.
+            waiting_for=waiting["message"] if waiting is not None else row["waiting_for"],
+            backend=json.loads(row["backend"]) if row["backend"] else {"backend": "fleet"},
         )
 
     def list_jobs(self, limit: int = 100, status: str | None = None) -> list[JobRecord]:
@@ -612,6 +648,30 @@ class Store:
         count, last = ended.fetchone()
         waiters = self._db.execute("SELECT coalesce(sum(seq), 0) FROM waiting").fetchone()[0]
         return int(waiters), int(count), float(last)
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Bring the store to SCHEMA_VERSION: each missing step, in one transaction.
+
+    Read first without a lock, so that opening a current store (every `describe`)
+    writes nothing; looked at again under the write lock, so that two processes
+    opening an old store at once apply each step once. A store from a newer
+    distproc is left as it is: its extra columns are not read here.
+    """
+    if db.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        for steps in _MIGRATIONS[version:]:
+            for sql in steps:
+                db.execute(sql)
+        if version < SCHEMA_VERSION:
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
 
 
 def _pid_alive(pid: int) -> bool:

@@ -6,6 +6,11 @@ agent, staging, uploading); the host agent records the ones it drives
 turns them into phases with a start and an end. Pure: plain data in, plain
 data out.
 
+A job that waits in its backend's queue (Slurm's) has job-level events (no
+algo): "queued" when it was submitted, "allocated" when the scheduler gave it
+its nodes (or "left_queue": stopped or cancelled before it had them). Every
+host shares that wait, so each gets the "queued" phase.
+
 Agent events carry the host's clock and coordinator events the
 coordinator's, so on hosts whose clocks are off by a second, phases that
 cross from one to the other are off by that much too.
@@ -19,6 +24,8 @@ from typing import Any
 
 # (phase, events that start it, events that end it), in the order a host goes through them.
 PHASES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
+    # Only on a backend with a queue (Slurm): from submission to allocation, for the whole job.
+    ("queued", ("queued",), ("allocated", "left_queue")),
     ("connect", ("connect_started",), ("connected",)),
     ("agent_ready", ("connected",), ("agent_ready",)),
     # Only with `run --ship-image`, and only on hosts that lacked the image.
@@ -64,13 +71,22 @@ def host_phases(events: Iterable[Mapping[str, Any]]) -> list[Phase]:
 
 
 def job_timeline(events: Iterable[Mapping[str, Any]]) -> dict[str, list[Phase]]:
-    """algo-K -> its phases, for every host with events."""
+    """algo-K -> its phases, for every host with events; the job-level ones (queued) are every host's."""
     by_host: dict[str, list[Mapping[str, Any]]] = {}
+    shared: list[Mapping[str, Any]] = []
     for event in events:
         algo = event.get("algo")
         if isinstance(algo, str):
             by_host.setdefault(algo, []).append(event)
-    return {algo: host_phases(found) for algo, found in by_host.items()}
+        elif algo is None:
+            shared.append(event)
+    return {algo: host_phases([*shared, *found]) for algo, found in by_host.items()}
+
+
+def queue_phase(events: Iterable[Mapping[str, Any]]) -> Phase | None:
+    """The job's own queued phase (also there when the job never got a host: stopped while queued)."""
+    found = host_phases(e for e in events if e.get("algo") is None)
+    return next((p for p in found if p.name == "queued"), None)
 
 
 def timeline_document(phases: list[Phase]) -> list[dict[str, Any]]:

@@ -55,8 +55,12 @@ def describe_document(
     job: JobRecord,
     timeline: dict[str, list[Phase]] | None = None,
     metrics: MetricsByHost | None = None,
+    queued: Phase | None = None,
 ) -> dict[str, Any]:
-    """DescribeProcessingJob's response shape, plus distproc's per-host details."""
+    """DescribeProcessingJob's response shape, plus distproc's per-host details.
+
+    ``queued``: the job's wait in its backend's queue (timeline.queue_phase), if it had one.
+    """
     timeline = timeline or {}
     metrics = metrics or {}
     doc: dict[str, Any] = {"ProcessingJobName": job.name, "ProcessingJobArn": job.arn}
@@ -79,8 +83,12 @@ def describe_document(
     doc["Distproc"] = {
         "StopReason": job.stop_reason,
         "StopRequested": job.stop_requested,
-        # While `run --wait-for-hosts` waits: what for ("waiting for 2 hosts of ...: h1 busy with job X").
+        # While `run --wait-for-hosts` waits: what for ("waiting for 2 hosts of ...: h1 busy with job X");
+        # while the job waits in Slurm's queue, Slurm's reason ("waiting for 3 nodes in partition gpu: Resources").
         "WaitingFor": job.waiting_for,
+        "Backend": job.backend.get("backend", "fleet"),
+        # From submission to a backend's queue (Slurm's) until the allocation (End None: still queued).
+        "Queued": timeline_document([queued])[0] if queued is not None else None,
         "Inventory": job.inventory,
         "Warnings": list(job.warnings),
         "Hosts": [

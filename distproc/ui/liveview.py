@@ -91,12 +91,20 @@ class LiveView:
 
     terminal: IO[str]
     rows: dict[str, HostRow] = field(default_factory=dict)
+    #: What the job waits for before it has hosts (Slurm's queue, busy hosts), drawn above the rows.
+    waiting_for: str | None = None
     _drawn: int = 0
     _lock: threading.RLock = field(default_factory=threading.RLock)
 
     def add_host(self, algo: str, host: str) -> None:
         with self._lock:
             self.rows[algo] = HostRow(algo, host)
+            self._redraw()
+
+    def waiting(self, message: str | None) -> None:
+        """The job waits (Slurm's reason, busy hosts), or (None) no longer does."""
+        with self._lock:
+            self.waiting_for = message
             self._redraw()
 
     def step(self, algo: str, kind: str, **data: object) -> None:
@@ -164,10 +172,12 @@ class LiveView:
             self._drawn = 0
 
     def _draw(self) -> None:
-        if not self.rows:
+        if not self.rows and self.waiting_for is None:
             return
         width = max(20, shutil.get_terminal_size((120, 24)).columns - 1)
-        lines = render_rows(list(self.rows.values()), time.time(), width)
+        lines = render_rows(list(self.rows.values()), time.time(), width) if self.rows else []
+        if self.waiting_for is not None:
+            lines.insert(0, f"queued: {self.waiting_for}"[:width])
         self.terminal.write("".join(line + "\n" for line in lines))
         self._drawn = len(lines)
 

@@ -22,6 +22,7 @@ from .svg import PALETTE, Bar, Series, bytes_figure, color, esc, figure, gantt, 
 __all__ = ["PHASES", "render_report"]
 
 PHASES = (
+    "queued",  # Slurm: from submission to allocation
     "connect",
     "agent_ready",
     "image_pull",

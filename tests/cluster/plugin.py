@@ -35,12 +35,19 @@ if TYPE_CHECKING:  # boto3 is imported only by the sessions that start the S3 en
 CLUSTER_BUILD_ALLOWANCE_S = 900
 
 
+def _backend_of(item: pytest.Item) -> object:
+    """The backend a contract test runs on (tests/backends.py: the ``backend_env`` fixture's param), or None."""
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get("backend_env") if callspec is not None else None
+
+
 def _uses_cluster(item: pytest.Item) -> bool:
-    return "cluster" in getattr(item, "fixturenames", ())
+    # backend_env asks for `cluster` or `slurm` by its param, at run time.
+    return "cluster" in getattr(item, "fixturenames", ()) or _backend_of(item) == "fleet"
 
 
 def _uses_slurm(item: pytest.Item) -> bool:
-    return "slurm" in getattr(item, "fixturenames", ())
+    return "slurm" in getattr(item, "fixturenames", ()) or _backend_of(item) == "slurm"
 
 
 @pytest.hookimpl(trylast=True)

@@ -21,7 +21,7 @@ from tests.cluster.config import ClusterConfig, DaemonLayout
 from tests.cluster.constants import ClusterError
 from tests.cluster.daemons import _DaemonStart
 from tests.cluster.hygiene import _stop_daemons, _unmount_all
-from tests.cluster.images import _busybox_image, _cache_lock, _import_image
+from tests.cluster.images import _busybox_image, _cache_lock, _import_image, _py_image
 from tests.cluster.process import _netns_path, _tool
 from tests.slurm.layout import NETNS_PREFIX, SlurmConfig
 
@@ -67,16 +67,18 @@ class _NodeDaemonStart(_DaemonStart):
 
 @contextlib.contextmanager
 def node_dockerds(cfg: SlurmConfig) -> Iterator[Mapping[str, str]]:
-    """Start each node's dockerd with the test busybox image in it; yield node -> DOCKER_HOST; stop them."""
+    """Start each node's dockerd with the test images (busybox, py) in it; yield node -> DOCKER_HOST; stop them."""
     found = layouts(cfg)
     stop_node_dockerds(cfg)
     try:
         _NodeDaemonStart(cfg, found).run()
         images = ClusterConfig.from_env()  # the SSH cluster's image cache, shared
         with _cache_lock(images.cache_dir):
-            image = _busybox_image(images)
+            # distproc-test:py too: the contract tests (tests/test_contract_e2e.py) run on both backends.
+            sources = [_busybox_image(images), _py_image(images)]
         for d in found:
-            _import_image(images, d, image)
+            for image in sources:
+                _import_image(images, d, image)
         yield {d.name: f"unix://{d.docker_sock}" for d in found}
     finally:
         stop_node_dockerds(cfg)

@@ -129,6 +129,28 @@ class SlurmConfig:
         return self.state_dir / "local"
 
 
+#: Each node's stand-in GPUs (gres.conf): types a and b, two devices each.
+GRES = "gpu:a:2,gpu:b:2"
+
+
+def fake_gpu_dir(cfg: SlurmConfig) -> Path:
+    """Where the stand-in GPU devices are: nvidia0..3, /dev/null's (Slurm numbers a GPU by its file's digits)."""
+    return cfg.state_dir / "fake-gpus"
+
+
+def gres_conf(cfg: SlurmConfig) -> str:
+    """gres.conf beside slurm.conf: the stand-in GPUs, by file, so that Slurm names the devices it gives a job.
+
+    No GPU exists here. Slurm's gres/gpu plugin takes a GPU's index from its
+    device file's name and sets SLURM_JOB_GPUS/SLURM_STEP_GPUS/CUDA_VISIBLE_DEVICES
+    from it; it wants character devices (a regular file is refused with an
+    error and then names no devices), so they are /dev/null's numbers; without
+    cgroups (task/none) nothing opens them.
+    """
+    d = fake_gpu_dir(cfg)
+    return f"Name=gpu Type=a File={d}/nvidia[0-1]\nName=gpu Type=b File={d}/nvidia[2-3]\n"
+
+
 def slurm_conf(cfg: SlurmConfig, controller_name: str | None = None) -> str:
     """slurm.conf for the test cluster.
 
@@ -172,12 +194,18 @@ def slurm_conf(cfg: SlurmConfig, controller_name: str | None = None) -> str:
         "SelectTypeParameters=CR_CPU",
         "MpiDefault=none",
         "MailProg=/bin/true",
-        "ReturnToService=2",
+        # As most sites: a node an admin (or a test) sets DOWN stays DOWN until resumed,
+        # so that a job's node failure can be named; one that stopped responding comes back.
+        "ReturnToService=1",
         "SlurmdTimeout=30",
         "KillWait=5",
         "MinJobAge=600",
         "InactiveLimit=0",
         "NodeName=DEFAULT CPUs=1 RealMemory=1000 State=UNKNOWN",
+        # Four stand-in GPUs per node, two of each type (gres_conf): a job asking for type b
+        # gets devices 2 and 3, never the node's first two. No job asks for them unless it says so.
+        "GresTypes=gpu",
+        f"NodeName=DEFAULT Gres={GRES}",
     ]
     lines += [f"NodeName={n} NodeAddr={node_address(i)}" for i, n in enumerate(cfg.node_names, start=1)]
     lines.append(f"PartitionName={PARTITION} Nodes=ALL Default=YES MaxTime=INFINITE State=UP")

@@ -17,6 +17,7 @@ import re
 import shlex
 import shutil
 import signal
+import stat
 import subprocess
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -59,6 +60,8 @@ from tests.slurm.layout import (
     TOOL_PACKAGES,
     VETH_RE,
     SlurmConfig,
+    fake_gpu_dir,
+    gres_conf,
     node_address,
     slurm_conf,
 )
@@ -379,6 +382,14 @@ def build(cfg: SlurmConfig) -> SlurmCluster:
     for n in cfg.node_names:
         shutil.rmtree(cfg.node_dir(n), ignore_errors=True)
     cfg.conf.write_text(slurm_conf(cfg))
+    fake_gpus = fake_gpu_dir(cfg)
+    fake_gpus.mkdir(exist_ok=True)
+    for i in range(4):
+        device = fake_gpus / f"nvidia{i}"
+        device.unlink(missing_ok=True)
+        # slurmd wants character devices; /dev/null's numbers: harmless if anything opened one.
+        os.mknod(device, stat.S_IFCHR | 0o600, os.makedev(1, 3))
+    (cfg.conf.parent / "gres.conf").write_text(gres_conf(cfg))
     nodes = tuple(
         SlurmNode(n, NETNS_PREFIX + n, node_address(i), cfg.node_dir(n) / "local")
         for i, n in enumerate(cfg.node_names, start=1)

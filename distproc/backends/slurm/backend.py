@@ -9,7 +9,13 @@ release  gives back a node's lease and cancels the allocation (scancel; a
          pending job is cancelled the same way);
 reach    a node of a recorded job, through a new srun step;
 ended    cancels the allocation once the job is over (prepared nodes' cleanup
-         gives back their leases, not the allocation).
+         gives back their leases, not the allocation);
+gone     why a node stopped answering mid-job, from Slurm: its time limit ran
+         out (the MaxRuntime stop), the node failed (named), the job ended;
+record   what the job store keeps (the submit node's settings, the nodes'
+         python/work_dir/docker_host, the Slurm job id once submitted), so that
+         `distproc stop` and `attach` build the backend again (from_record);
+cancel_queued  scancel of the job while it is still PENDING (`distproc stop`).
 
 JobRunner(backend=SlurmBackend(...)) runs a job on it end to end; `distproc
 run` builds one for an inventory file with a top-level ``slurm:`` (cli._backend;
@@ -20,24 +26,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from ...errors import DistprocError, RemoteCommandError
+import structlog
+
+from ...agent.answers import ClaimAnswer
+from ...errors import DistprocError, RemoteCommandError, StoreError
 from ...hosts.agentbundle import agent_bundle
 from ...hosts.session import HostSession
-from ...hosts.transport import Transport, transport_for
+from ...hosts.transport import Endpoint, transport_for
 from ...inventory import Host
 from ...spec import ProcessingJob
-from ..base import Backend, Claimed, Reached, Shortage
+from ..base import Allocated, Backend, BackendNote, Claimed, HostGone, Queued, Reached, Shortage, Submitted
 from .inventory import SlurmInventory
 from .submit import submission
-from .transport import SrunTransport
+from .transport import AfterTransport, SharedTransport, SrunTransport
 
 __all__ = ["Allocation", "SlurmBackend"]
+
+log = structlog.get_logger("distproc")
+#: A ProcessingJobName (SageMaker's rule): what a lease names is checked before it becomes a path.
+_JOB_NAME = re.compile(r"[A-Za-z0-9](-*[A-Za-z0-9]){0,62}")
 
 #: The step that holds each node for as long as the allocation lives; the
 #: agents' own steps run beside it (--overlap). Slurm's time limit or scancel ends it.
@@ -56,6 +72,9 @@ class Allocation:
 class SlurmBackend(Backend):
     """One Slurm allocation per processing job."""
 
+    kind = "slurm"
+    queues = True
+
     def __init__(
         self,
         inventory: SlurmInventory,
@@ -69,6 +88,9 @@ class SlurmBackend(Backend):
         if docker_host is not None and ("\0" in docker_host or "\n" in docker_host or len(docker_host) > 1024):
             raise DistprocError(f"docker_host: must be one line of at most 1024 characters, not {docker_host[:80]!r}")
         self.inventory = inventory
+        self.s3_endpoint_url = inventory.s3_endpoint_url
+        self.aws_region = inventory.aws_region
+        self.shared_dir = inventory.shared_dir
         #: Each node's Docker daemon (DOCKER_HOST for its agent), ``{node}`` standing for the
         #: node's name (unix:///run/docker-{node}.sock); None: the node's default daemon.
         self.docker_host = docker_host
@@ -80,17 +102,82 @@ class SlurmBackend(Backend):
         self._held: dict[str, set[str]] = {}
         #: The Slurm job of each processing job acquired here and not yet ended (ended() cancels it).
         self._slurm_job: dict[str, str] = {}
+        #: One connection to the submit node for every poll, scancel and node's srun step
+        #: (an SSH submit node: one handshake, not one per command); closed by close().
+        self._submit = SharedTransport(transport_for(inventory.submit))
 
-    def _submit_transport(self) -> Transport:
-        return transport_for(self.inventory.submit)
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any], job: str) -> SlurmBackend:
+        """The backend of a recorded job (record()), in another process: `distproc stop`, `attach`."""
+        try:
+            where = Endpoint.from_dict(record["submit"])
+            job_id = record.get("slurm_job_id")
+            submit = Host(
+                name=where.name,
+                address=where.address,
+                port=where.port,
+                user=where.user,
+                key_file=where.key_file,
+                connection="local" if where.connection == "local" else "ssh",
+                python=where.python,
+                work_dir=where.work_dir,
+                known_hosts=where.known_hosts,
+            )
+            python, work_dir = str(record["node_python"]), str(record["node_work_dir"])
+            docker_host = record.get("docker_host")
+            inventory = SlurmInventory(
+                path=Path(str(record.get("inventory") or "slurm inventory")),
+                submit=submit,
+                instance_types={},
+                docker_host=docker_host,
+                work_dir=work_dir,
+                python=python,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StoreError(f"job {job}: the job store's Slurm record is damaged ({exc!r})") from exc
+        if job_id is not None and not str(job_id).isdigit():
+            raise StoreError(f"job {job}: the job store's Slurm job id is not a number: {str(job_id)[:40]!r}")
+        backend = cls(inventory, node_python=python, node_work_dir=work_dir, docker_host=docker_host)
+        if job_id is not None:
+            # As acquire leaves it: ended() cancels the allocation once the job is over.
+            backend._slurm_job[job] = str(job_id)
+            backend._held[str(job_id)] = set()
+        return backend
+
+    def record(self, job: str) -> Mapping[str, Any]:
+        """The submit node (paths to keys, never keys), the nodes' settings, the Slurm job id once submitted."""
+        doc: dict[str, Any] = {
+            "backend": self.kind,
+            "inventory": str(self.inventory.path),
+            "submit": Endpoint.from_host(self.inventory.submit).to_dict(),
+            "node_python": self.node_python,
+            "node_work_dir": self.node_work_dir,
+            "docker_host": self.docker_host,
+        }
+        if job in self._slurm_job:
+            doc["slurm_job_id"] = self._slurm_job[job]
+        return doc
+
+    def _tell(self, note: BackendNote) -> None:
+        if self.listener is not None:
+            self.listener(note)
+
+    async def cancel_queued(self, job: str) -> str | None:
+        """scancel of the job only while it is PENDING (--state: Slurm decides; no gap between a look and the act)."""
+        job_id = self._slurm_job.get(job)
+        if job_id is None:
+            return None
+        await self._run(["scancel", "--state=PENDING", job_id])
+        if (await self.state(job_id)).get("JobState", "") in ("CANCELLED", ""):
+            return f"cancelled Slurm job {job_id} while it was pending in the queue"
+        return None  # it got its nodes first: the stop goes to them
+
+    async def close(self) -> None:
+        """Close the connection to the submit node (a later command opens it again)."""
+        await self._submit.close_shared()
 
     async def _run(self, argv: Sequence[str], input: bytes | None = None) -> str:
-        transport = self._submit_transport()
-        await transport.connect()
-        try:
-            result = await transport.run(argv, input=input)
-        finally:
-            await transport.close()
+        result = await self._submit.run(argv, input=input)
         return result.stdout.decode("utf-8", "replace")
 
     async def submit(self, job: ProcessingJob) -> str:
@@ -130,8 +217,10 @@ class SlurmBackend(Backend):
                 # A pending job's NumNodes reads "3-3" (least-most); we always ask for exactly N.
                 count = fields.get("NumNodes", "?").split("-", 1)[0]
                 text = f"waiting for {count} nodes in partition {fields.get('Partition', '?')}: {reason}"
-                if text != said and self.on_wait is not None:
-                    self.on_wait(text)
+                if text != said:
+                    if self.on_wait is not None:
+                        self.on_wait(text)
+                    self._tell(Queued(text))
                 said = text
             await asyncio.sleep(self.poll_interval)  # Slurm has no push for a job's start
 
@@ -149,16 +238,86 @@ class SlurmBackend(Backend):
         """scancel: a pending job leaves the queue, a running one's steps are ended by Slurm."""
         await self._run(["scancel", job_id])
 
+    async def gone(self, host: Host, job_dir: str) -> HostGone | None:
+        """Why a node of a running job stopped answering, as Slurm tells it (None: Slurm sees nothing wrong).
+
+        Slurm's time limit (TIMEOUT) is the job's MaxRuntimeInSeconds, so it
+        ends the host Stopped with that reason; a node Slurm declared failed
+        (NODE_FAIL, or set DOWN) fails the job naming it; the other nodes of
+        an allocation Slurm ended end Stopped with Slurm's word for why.
+        """
+        job_id = str(host.vars.get("slurm_job_id", ""))
+        if not job_id.isdigit():
+            return None
+        job = await self.state(job_id)
+        state = job.get("JobState", "")
+        if state == "COMPLETING":  # on its way out: Slurm's reason says why
+            state = {"TimeLimit": "TIMEOUT", "NodeDown": "NODE_FAIL"}.get(job.get("Reason", ""), state)
+        elif state == "RUNNING" and await self._past(job.get("EndTime", "")):
+            # Its time is up and Slurm's signals have reached the node before the job's state says so.
+            state = "TIMEOUT"
+        node = await self._node_fields(host.name)
+        node_state = node.get("State", "")
+        if "DOWN" in node_state.split("+") or "FAIL" in node_state.split("+"):
+            why = node.get("Reason", "") or "no reason given"
+            text = f"Slurm declared node {host.name} {node_state} ({why}); Slurm job {job_id} is {state or 'gone'}"
+            return HostGone(text, False)  # not reachable until an admin resumes it
+        # The allocation is over but the node is well: what the job left there (a container
+        # Slurm's signals did not reach, the job's data, its lease) is cleaned up by a job of its own.
+        name = next((j for j, i in self._slurm_job.items() if i == job_id), "job")
+        after = HostSession(
+            AfterTransport(self._submit, host.name, f"{name}-cleanup"),
+            self.node_python,
+            self.node_work_dir,
+            job_dir,
+            agent_bundle(),
+        )
+        if state == "TIMEOUT":
+            limit = job.get("TimeLimit", "?")
+            return HostGone(f"MaxRuntimeInSeconds: Slurm's time limit for job {job_id} ({limit}) ran out", True, after)
+        if state == "NODE_FAIL":
+            return HostGone(f"Slurm ended job {job_id} for a failed node (NODE_FAIL)", True, after)
+        if state in _ENDED:
+            return HostGone(f"Slurm job {job_id} ended ({state}: {job.get('Reason', '?')})", True, after)
+        return None  # running, or Slurm could not be asked: the reconnect window decides
+
+    async def _past(self, end_time: str) -> bool:
+        """Whether scontrol's EndTime has passed, by the submit node's clock (scontrol writes its local time)."""
+        try:
+            end = datetime.fromisoformat(end_time)
+            now = datetime.fromisoformat((await self._run(["date", "+%Y-%m-%dT%H:%M:%S"])).strip())
+        except (ValueError, DistprocError):  # "Unknown", or the submit node did not say
+            return False
+        return end <= now
+
+    async def _node_fields(self, node: str) -> dict[str, str]:
+        try:
+            out = await self._run(["scontrol", "show", "node", "--oneliner", node])
+        except RemoteCommandError:
+            return {}
+        fields: dict[str, str] = {}
+        for word in out.split():
+            key, sep, value = word.partition("=")
+            if sep and key not in fields:
+                fields[key] = value
+        return fields
+
     def _session(self, job_id: str, node: str, job_dir: str) -> HostSession:
-        transport = SrunTransport(self._submit_transport(), job_id, node)
+        transport = SrunTransport(self._submit, job_id, node)
         return HostSession(transport, self.node_python, self.node_work_dir, job_dir, agent_bundle())
 
     def _host(self, job: ProcessingJob | None, job_id: str, node: str, address: str) -> Host:
+        mapping = self.inventory.instance_types.get(job.cluster.instance_type) if job is not None else None
         return Host(
             name=node,
             address=address,
             connection="ssh",  # never used to connect: the session's transport is srun
             instance_type=(job.cluster.instance_type,) if job is not None else (),
+            # The agent hands the container the GPUs Slurm gave the step (agent/container.slurm_gpus),
+            # this count only where Slurm names no devices.
+            gpus=mapping.gpus if mapping is not None else 0,
+            s3_endpoint_url=self.inventory.s3_endpoint_url,
+            aws_region=self.inventory.aws_region,
             python=self.node_python,
             work_dir=self.node_work_dir,
             # Plain replacement, not str.format: a template's other braces stay as written.
@@ -166,25 +325,52 @@ class SlurmBackend(Backend):
             vars=MappingProxyType({"slurm_job_id": job_id}),
         )
 
+    async def _submit_for_certain(self, job: ProcessingJob) -> str:
+        """submit(), never leaving a job in Slurm that the caller does not know of.
+
+        A cancel (`distproc stop`, Ctrl-C) that lands while sbatch runs may come
+        after Slurm took the job: sbatch is let finish and the job it made cancelled.
+        """
+        submitting = asyncio.ensure_future(self.submit(job))
+        try:
+            return await asyncio.shield(submitting)
+        except asyncio.CancelledError:
+            with contextlib.suppress(DistprocError):
+                # Shielded too: a second cancel must not lose the job id either.
+                await asyncio.shield(self._cancel_when_submitted(submitting))
+            raise
+
+    async def _cancel_when_submitted(self, submitting: asyncio.Future[str]) -> None:
+        try:
+            job_id = await submitting
+        except DistprocError:
+            return  # sbatch failed: nothing was submitted
+        await self.cancel(job_id)
+
     async def acquire(self, job: ProcessingJob) -> Sequence[Claimed] | Shortage:
-        job_id = await self.submit(job)
+        job_id = await self._submit_for_certain(job)
+        # Known at once: the job store records it (record()), so that `distproc stop` can cancel it while queued.
+        self._slurm_job[job.name] = job_id
         claims: list[Claimed] = []
         try:
+            self._tell(Submitted(time.time()))
             got = await self.wait_running(job_id)
             if isinstance(got, str):
                 return Shortage(got, client_error=False)
+            self._tell(Allocated(time.time()))
             for node, address in got.nodes:
                 session = self._session(job_id, node, "")
                 started = time.time()
                 await session.transport.connect()
                 connected = time.time()
                 answer, sent = await session.claim(job.name, node)
+                if not answer.leased and await self._clear_stale_lease(job_id, node, session, answer):
+                    answer, sent = await session.claim(job.name, node)
                 if not answer.leased:
                     holder = answer.busy.job if answer.busy is not None else "?"
                     raise DistprocError(f"{node}: Slurm gave the node to this job, but job {holder} holds its lease")
                 claims.append(Claimed(self._host(job, job_id, node, address), session, started, connected, sent))
             self._held[job_id] = {c.host.name for c in claims}
-            self._slurm_job[job.name] = job_id
             return claims
         except BaseException:
             # Nothing half-held: leases given back, the allocation cancelled (a Ctrl-C
@@ -196,6 +382,38 @@ class SlurmBackend(Backend):
             with contextlib.suppress(DistprocError):
                 await self.cancel(job_id)
             raise
+
+    async def _clear_stale_lease(self, job_id: str, node: str, session: HostSession, answer: ClaimAnswer) -> bool:
+        """Clean up what an ended job left on a node Slurm gave this job exclusively; whether it did.
+
+        Every distproc job on a Slurm node runs inside a Slurm job, so a lease
+        held by another job, on a node Slurm gave this one exclusively and that
+        runs no other Slurm job, belongs to a Slurm job that is over: one whose
+        node went DOWN, say, before its leftovers could be cleaned. Its
+        container and data are removed and its lease given back. A shared
+        (non-exclusive) node, or one another Slurm job still runs on, is left alone.
+        """
+        stale = answer.busy.job if answer.busy is not None else ""
+        if not self.inventory.exclusive or _JOB_NAME.fullmatch(stale) is None:
+            return False
+        others = set((await self._run(["squeue", "--noheader", f"--nodelist={node}", "--format=%i"])).split())
+        if others - {job_id}:
+            return False
+        transport = session.transport
+        jobs = f"{session.work_dir.rstrip('/')}/jobs/{stale}"
+        found = await transport.run(
+            ["find", jobs, "-mindepth", "1", "-maxdepth", "1", "-type", "d", "-name", "algo-*"], check=False
+        )
+        for job_dir in found.stdout.decode("utf-8", "replace").split():
+            await transport.run([session.python, session.agent_path, "cleanup", job_dir])
+        await session.release(stale)  # a lease of a job never prepared there: no folder gave it back
+        log.warning(
+            "took over a stale lease",
+            host=node,
+            stale_job=stale,
+            why=f"Slurm gave node {node} to Slurm job {job_id} exclusively; job {stale}'s Slurm job is over",
+        )
+        return True
 
     def endpoint(self, host: Host) -> Mapping[str, Any]:
         return {
@@ -215,8 +433,11 @@ class SlurmBackend(Backend):
     async def ended(self, job: str) -> None:
         """The job is over, its hosts cleaned up: cancel its allocation (the holding steps end with it)."""
         job_id = self._slurm_job.pop(job, None)
-        if job_id is not None and self._held.pop(job_id, None) is not None:
-            await self.cancel(job_id)
+        try:
+            if job_id is not None and self._held.pop(job_id, None) is not None:
+                await self.cancel(job_id)
+        finally:
+            await self.close()
 
     async def release(self, job: str, session: HostSession) -> None:
         """Give back the node's lease; with the job's last node, the allocation (one scancel ends every step)."""

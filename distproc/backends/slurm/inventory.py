@@ -16,6 +16,8 @@ listing hosts::
       docker_host: unix:///run/docker-{node}.sock  # optional: each node's Docker ({node}: its name)
       work_dir: /var/tmp/distproc  # optional: each node's own folder for the agent and job files
       python: python3              # optional: the nodes' Python for the agent
+      s3_endpoint_url: https://minio.example.org  # optional: an S3-compatible endpoint for the nodes
+      aws_region: eu-west-1        # optional: the nodes' AWS region for S3
       instance_types:
         ml.m5.xlarge: {partition: cpu}
         ml.g4dn.12xlarge: {partition: gpu, gpus: 4, gpu_type: t4, qos: gpu}
@@ -66,8 +68,21 @@ GpuFlag: TypeAlias = Literal["gres", "gpus-per-node"]
 #: site that needs it tells us, rather than this accepting shell syntax.
 _SLURM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
 _KEYS = frozenset(
-    {"submit", "account", "qos", "exclusive", "shared_dir", "instance_types", "docker_host", "work_dir", "python"}
+    {
+        "submit",
+        "account",
+        "qos",
+        "exclusive",
+        "shared_dir",
+        "instance_types",
+        "docker_host",
+        "work_dir",
+        "python",
+        "s3_endpoint_url",
+        "aws_region",
+    }
 )
+_REGION = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 #: What a node's Docker address may start with (the fleet's distproc_docker_host rule).
 _DOCKER_HOST_SCHEMES = ("unix://", "tcp://", "ssh://", "fd://", "npipe://")
 DEFAULT_NODE_WORK_DIR = "/var/tmp/distproc"
@@ -117,6 +132,10 @@ class SlurmInventory:
     work_dir: str = DEFAULT_NODE_WORK_DIR
     #: The Python that runs the agent on every node.
     python: str = "python3"
+    #: The S3 endpoint (MinIO, Ceph, a test server) and region the nodes stage through; None:
+    #: AWS's own, the nodes' default region. The fleet's distproc_s3_endpoint_url/distproc_aws_region.
+    s3_endpoint_url: str | None = None
+    aws_region: str | None = None
 
     def mapping_for(self, instance_type: str) -> PartitionMapping:
         """The partition for a job's instance type; an InventoryError naming the field if there is none."""
@@ -200,6 +219,11 @@ class _Parser:
         docker_host = self.docker_host(body.get("docker_host"))
         work_dir = self.work_dir(body.get("work_dir"))
         python = self.python(body.get("python"))
+        s3_endpoint_url = self.s3_endpoint_url(body.get("s3_endpoint_url"))
+        aws_region = body.get("aws_region")
+        if aws_region is not None and not (isinstance(aws_region, str) and _REGION.match(aws_region)):
+            self.problem("slurm.aws_region", f"must be an AWS region name (us-east-1), not {_show(aws_region)}")
+            aws_region = None
         if self.problems or submit is None:
             raise InventoryError.listing(self.source, self.problems)
         return SlurmInventory(
@@ -213,6 +237,8 @@ class _Parser:
             docker_host=docker_host,
             work_dir=work_dir,
             python=python,
+            s3_endpoint_url=s3_endpoint_url,
+            aws_region=aws_region,
         )
 
     def submit(self, value: Any, path: Path) -> Host | None:
@@ -279,6 +305,20 @@ class _Parser:
         ):
             schemes = ", ".join(_DOCKER_HOST_SCHEMES)
             self.problem(where, f"must be a Docker address starting {schemes} ({{node}}: the node), not {_show(value)}")
+            return None
+        return value
+
+    def s3_endpoint_url(self, value: Any) -> str | None:
+        where = "slurm.s3_endpoint_url"
+        if value is None:
+            return None
+        if (
+            not isinstance(value, str)
+            or not value.startswith(("http://", "https://"))
+            or any(c in value for c in "\0\n \t")
+            or len(value) > 1024
+        ):
+            self.problem(where, f"must be an http:// or https:// URL without spaces, not {_show(value)}")
             return None
         return value
 

@@ -6,6 +6,8 @@
   the agents still end the job at the exact second), none without it;
 - ``--job-name`` is the ProcessingJobName; partition, GPUs, account and QoS
   come from the inventory's mapping of the job's InstanceType;
+- ``--no-requeue``: a node failure fails the job, naming the node; Slurm
+  does not start it again on other nodes behind the coordinator's back;
 - ``--export=NONE``: the submitting shell's environment (AWS keys, tokens)
   does not travel into the job; the job's own Environment reaches the
   container by the config files, as on the SSH fleet.
@@ -59,6 +61,8 @@ def sbatch_argv(
         "--ntasks-per-node=1",
         f"--partition={mapping.partition}",
         "--export=NONE",
+        # A node failure ends the job (Failed, naming the node) rather than queueing it again.
+        "--no-requeue",
         # The submit node's current folder need not exist on the nodes.
         f"--chdir={inventory.shared_dir or '/tmp'}",
         f"--output={output}",

@@ -72,6 +72,8 @@ class Transport(abc.ABC):
 
     #: The inventory name of the host, for messages.
     name: str
+    #: Whether open_socket can reach a Unix socket on the host (and so a warm agent is worth starting).
+    forwards_sockets: bool = False
 
     @abc.abstractmethod
     async def connect(self) -> None: ...
@@ -81,6 +83,12 @@ class Transport(abc.ABC):
 
     @abc.abstractmethod
     async def close(self) -> None: ...
+
+    async def open_socket(self, path: str, argv: Sequence[str]) -> Channel | None:
+        """A channel to a Unix socket on the host (the warm agent's), carrying the call `argv`;
+        None where this transport cannot reach one or the host refuses (the caller runs argv
+        as a command instead). Only SSH forwards to sockets; the others keep the cold path."""
+        return None
 
     async def run(self, argv: Sequence[str], *, input: bytes | None = None, check: bool = True) -> CommandResult:
         """Run a command to its end; with check, a non-zero exit raises RemoteCommandError."""

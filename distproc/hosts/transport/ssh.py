@@ -24,8 +24,13 @@ from ._liboqs import quick_liboqs_lookup
 with quick_liboqs_lookup():
     import asyncssh
 
+import structlog
+
 from ...errors import ConnectionError_, HostKeyError
+from .agentsocket import AgentSocketChannel
 from .base import Channel, CommandResult, Transport, cancel_quietly, collect_tail
+
+log = structlog.get_logger("distproc")
 
 # asyncssh offers chacha20-poly1305 first, and computes it with four calls into
 # `cryptography` per packet (a new cipher object each time): it was a fifth of the
@@ -167,10 +172,14 @@ class _SSHChannel(Channel):
 class SSHTransport(Transport):
     """Commands on one host over one reused SSH connection."""
 
+    forwards_sockets = True
+
     def __init__(self, target: SSHTarget) -> None:
         self.name = target.name
         self.target = target
         self._conn: asyncssh.SSHClientConnection | None = None
+        # Set once the host's sshd refused to forward to a socket (see open_socket).
+        self._no_sockets = False
 
     def _options(self) -> asyncssh.SSHClientConnectionOptions:
         t = self.target
@@ -248,6 +257,29 @@ class SSHTransport(Transport):
         except (asyncssh.Error, OSError) as exc:
             raise self.lost(exc) from exc
         return _SSHChannel(args, process, self)
+
+    async def open_socket(self, path: str, argv: Sequence[str]) -> Channel | None:
+        """sshd's `direct-streamlocal` channel to a Unix socket on the host: sshd starts no process.
+
+        A host with nothing listening there refuses the channel: None. One whose
+        sshd forbids it (AllowStreamLocalForwarding no, or DisableForwarding)
+        refuses it as "administratively prohibited": None, and this connection
+        does not ask again.
+        """
+        if self._no_sockets:
+            return None
+        await self.connect()
+        assert self._conn is not None
+        try:
+            reader, writer = await self._conn.open_unix_connection(path)
+        except asyncssh.ChannelOpenError as exc:
+            if exc.code == asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED:
+                self._no_sockets = True
+            log.debug("warm agent not reached", host=self.name, path=path, reason=exc.reason)
+            return None
+        except (asyncssh.Error, OSError) as exc:
+            raise self.lost(exc) from exc
+        return AgentSocketChannel(tuple(argv), reader, writer, self.lost, (asyncssh.Error, OSError, BrokenPipeError))
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None
