@@ -18,6 +18,11 @@ first N hosts with each contestant, taking turns at going first:
   started at once, until all have returned: the floor for a no-op job.
 - cold (with --cold): distproc as above without its warm agent
   (DISTPROC_AGENT_IDLE_SECONDS=0): an agent process started on every host for every job.
+- forkserver (with --forkserver): distproc as above through its coordinator
+  fork-server (DISTPROC_FORKSERVER=1; the warm-up starts the server): the
+  command hands the job to a process that has imported the run path already.
+  Its CPU is the command's own plus the served child's (the server's reaped
+  children's CPU, read from /proc before and after).
 
 distproc's critical path comes from its store's events: when its first
 connection began, and when the last host had connected and had its agent ready.
@@ -33,8 +38,10 @@ clean); --docs-plot also replaces docs/launch-latency.svg, the plot the docs sho
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -100,6 +107,64 @@ class Bench:
             f"-o UserKnownHostsFile={cluster.known_hosts} -o GlobalKnownHostsFile=/dev/null "
             "-o StrictHostKeyChecking=yes",
         }
+
+    def forkserver_env(self) -> dict[str, str]:
+        return {"DISTPROC_FORKSERVER": "1", "XDG_RUNTIME_DIR": str(self.home / "run")}
+
+    def forkserver_log(self) -> list[str]:
+        """The log of the fork-server of these sources (distproc/forkserver/server.py): another
+        server (the sources changed since) has another name."""
+        from distproc.forkserver.client import fingerprint, socket_path
+
+        log = socket_path(self.home / "run" / "distproc", fingerprint()).with_suffix(".log")
+        return log.read_text().splitlines() if log.exists() else []
+
+    def forkserver_pid(self) -> int | None:
+        for line in self.forkserver_log():
+            if " serving pid=" in line:
+                return int(line.split("serving pid=")[1].split()[0])
+        return None
+
+    def start_forkserver(self, n: int) -> None:
+        """Warm-up: the first command starts the server in the background; wait until it serves."""
+        self.distproc(n, self.forkserver_env())
+        deadline = time.monotonic() + 60
+        while self.forkserver_pid() is None:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the fork-server did not start within 60 s")
+            time.sleep(0.05)
+        self.distproc(n, self.forkserver_env())  # served: its child's first job
+
+    def stop_forkserver(self) -> None:
+        for log in (self.home / "run" / "distproc").glob("fs-*.log"):
+            for line in log.read_text().splitlines():
+                if " serving pid=" in line:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(int(line.split("serving pid=")[1].split()[0]), signal.SIGTERM)
+
+    def forkserver(self, n: int, again: bool = True) -> dict[str, float]:
+        """distproc through its fork-server: the command's CPU plus the served child's. A command
+        the server did not serve (distproc's sources changed, so its fingerprint did) is not
+        counted: the server of the new sources is started and the round taken again."""
+        pid = self.forkserver_pid()
+        if pid is None:
+            self.start_forkserver(n)
+            pid = self.forkserver_pid()
+            assert pid is not None
+
+        def children_cpu() -> float:
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(stat[13]) + int(stat[14])) / CLK_TCK
+
+        served, before = len(self.forkserver_log()), children_cpu()
+        r = self.distproc(n, self.forkserver_env())
+        cpu = children_cpu() - before
+        if len(self.forkserver_log()) < served + 2:  # "child pid= argv=" and "child pid= status="
+            if not again:
+                raise RuntimeError("distproc ran without its fork-server twice")
+            print("the fork-server did not serve (sources changed?): taking the round again")
+            return self.forkserver(n, again=False)
+        return {**r, "cpu": r["cpu"] + cpu}
 
     def cold(self, n: int) -> dict[str, float]:
         """distproc without its warm agent (DISTPROC_AGENT_IDLE_SECONDS=0): an agent started per host per job."""
@@ -232,6 +297,16 @@ def analyse(runs: dict[int, list[dict[str, dict[str, float]]]]) -> dict[str, Any
             s["cold_latency_ratio"] = summary([a["latency"] / b["latency"] for a, b in zip(c, p, strict=True)])
             s["cold_cpu_per_host"] = summary([x["cpu"] / n for x in c])
             s["cold_cpu_ratio"] = summary([a["cpu"] / b["cpu"] for a, b in zip(c, p, strict=True)])
+        if all("forkserver" in r for r in rounds):
+            f = [r["forkserver"] for r in rounds]
+            s["forkserver_latency"] = summary([x["latency"] for x in f])
+            s["forkserver_latency_ratio"] = summary([a["latency"] / b["latency"] for a, b in zip(f, p, strict=True)])
+            s["forkserver_wall"] = summary([x["wall"] for x in f])
+            s["forkserver_cpu_per_host"] = summary([x["cpu"] / n for x in f])
+            s["forkserver_cpu_ratio"] = summary([a["cpu"] / b["cpu"] for a, b in zip(f, p, strict=True)])
+            if "ssh_wall" in s:
+                sw = [r["ssh"]["wall"] for r in rounds]
+                s["forkserver_overhead_ratio"] = summary([a["wall"] / b for a, b in zip(f, sw, strict=True)])
         out["sizes"][n] = s
     ns = sorted(runs)
     out["fits"] = {
@@ -328,6 +403,21 @@ def table(res: dict[str, Any]) -> str:
                 f"| {n} | {fmt(s['cold_latency'])} | {fmt(s['cold_latency_ratio'])} | {fmt(cpu, '.0f')} | "
                 f"{fmt(s['cold_cpu_ratio'])} |"
             )
+    if all("forkserver_latency" in s for s in res["sizes"].values()):
+        rows += [
+            "",
+            "| N | distproc through its fork-server: launch s | its ratio to pdsh | its no-op job / parallel ssh "
+            "| its CPU ms/host | its CPU ratio |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for n, s in res["sizes"].items():
+            cpu = {**s["forkserver_cpu_per_host"], "median": s["forkserver_cpu_per_host"]["median"] * 1e3}
+            cpu["range"] = [v * 1e3 for v in s["forkserver_cpu_per_host"]["range"]]
+            over = fmt(s["forkserver_overhead_ratio"]) if "forkserver_overhead_ratio" in s else ""
+            rows.append(
+                f"| {n} | {fmt(s['forkserver_latency'])} | {fmt(s['forkserver_latency_ratio'])} | {over} | "
+                f"{fmt(cpu, '.0f')} | {fmt(s['forkserver_cpu_ratio'])} |"
+            )
     rows += [
         "",
         "| N | distproc: first connection begun s | all connected s | all prepared (agent ready) s | all started s |",
@@ -352,6 +442,11 @@ def main() -> int:
         "--cold", action="store_true", help="also run distproc without its warm agent (an agent start per job)"
     )
     parser.add_argument(
+        "--forkserver",
+        action="store_true",
+        help="also run distproc through its coordinator fork-server (DISTPROC_FORKSERVER=1, started in the warm-up)",
+    )
+    parser.add_argument(
         "--docs-plot", action="store_true", help="also write the plot to docs/launch-latency.svg (tracked)"
     )
     args = parser.parse_args()
@@ -369,11 +464,15 @@ def main() -> int:
         bench = Bench(cluster, Path(tmp), pdsh)
         bench.distproc(max(sizes))  # warm-up: installs the agent on every host
         bench.pdsh_run(max(sizes))
+        if args.forkserver:
+            bench.start_forkserver(max(sizes))
         for rep in range(args.repeats):
             for i, n in enumerate(sizes):
                 who = {"distproc": bench.distproc, "pdsh": bench.pdsh_run}
                 if args.cold:
                     who["cold"] = bench.cold
+                if args.forkserver:
+                    who["forkserver"] = bench.forkserver
                 if n in overhead:
                     who["ssh"] = bench.ssh_run
                 order = list(who)
@@ -381,6 +480,7 @@ def main() -> int:
                 rnd = {name: who[name](n) for name in order[k:] + order[:k]}
                 runs[n].append(rnd)
                 print(f"repeat {rep + 1} N={n}: " + ", ".join(f"{a} {b['wall']:.2f}s" for a, b in rnd.items()))
+        bench.stop_forkserver()
     res = {"args": vars(args), "cpus": os.cpu_count(), "runs": runs, **analyse(runs)}
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)

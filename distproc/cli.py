@@ -436,18 +436,10 @@ def _backend(target: Target) -> Any:
     if not isinstance(target, SlurmTarget):
         return None
     slurm = target.inventory
-    import structlog
-
     from .backends.slurm.backend import SlurmBackend
 
-    log = structlog.get_logger("distproc")
-
-    def waiting(reason: str) -> None:
-        log.info("queued in Slurm", reason=reason)
-
-    return SlurmBackend(
-        slurm, node_python=slurm.python, node_work_dir=slurm.work_dir, docker_host=slurm.docker_host, on_wait=waiting
-    )
+    # Slurm's reason while the job is queued reaches the log through the runner's recorder (run/recorder.py).
+    return SlurmBackend(slurm, node_python=slurm.python, node_work_dir=slurm.work_dir, docker_host=slurm.docker_host)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -852,8 +844,17 @@ def entry() -> None:
     written; what is left is freeing every imported module object by object
     (asyncssh, cryptography, ...: about 50 ms), which each command, and so
     every short job, would otherwise wait for. Output is flushed first.
+
+    With DISTPROC_FORKSERVER=1 a warm fork-server runs the command instead
+    (distproc/forkserver: the imports are paid once, not per command); when
+    it cannot, the command runs here as usual.
     """
-    code = main()
+    served = None
+    if os.environ.get("DISTPROC_FORKSERVER") == "1":
+        from .forkserver.client import serve
+
+        served = serve()
+    code = main() if served is None else served
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):
             stream.flush()

@@ -18,6 +18,9 @@ import pytest
 from distproc.backends.base import Shortage
 from distproc.backends.slurm.backend import SlurmBackend
 from distproc.backends.slurm.inventory import SlurmInventory, parse_slurm_inventory
+from distproc.backends.slurm.transport import SrunTransport
+from distproc.errors import RemoteCommandError
+from distproc.hosts.transport import LocalTransport
 from distproc.spec import ProcessingJob, parse_job
 from tests.slurm import SlurmCluster
 
@@ -153,3 +156,20 @@ def test_a_drained_node_is_never_used(slurm: SlurmCluster, tmp_path: Path) -> No
         assert names == [n.name for n in slurm.nodes if n is not drained]
     finally:
         slurm.run("scontrol", "update", f"nodename={drained.name}", "state=resume")
+
+
+@pytest.mark.usefixtures("submit_here")
+def test_a_failed_steps_message_is_the_commands_own_stderr_without_sruns_lines(slurm: SlurmCluster) -> None:
+    node = slurm.nodes[0].name
+    hold = ["sbatch", "--parsable", "-N1", f"--nodelist={node}", "-o", "/dev/null", "--wrap", "srun sleep 300"]
+    job_id = slurm.run(*hold).stdout.strip()
+    try:
+        slurm.wait_job(job_id, {"RUNNING"})
+        step = SrunTransport(LocalTransport("submit"), job_id, node)
+        with pytest.raises(RemoteCommandError) as failed:
+            asyncio.run(step.run(["sh", "-c", "echo the command failed >&2; exit 3"]))
+    finally:
+        slurm.run("scancel", job_id, check=False)
+    # srun adds "srun: error: <node>: task 0: Exited with exit code 3": the exit status says it already.
+    assert failed.value.exit_status == 3
+    assert failed.value.stderr.strip() == "the command failed"

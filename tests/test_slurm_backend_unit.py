@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from distproc.agent.answers import ClaimAnswer, Lease
 from distproc.backends.slurm.backend import SlurmBackend
 from distproc.backends.slurm.inventory import SlurmInventory, parse_slurm_inventory
 from distproc.backends.slurm.transport import SharedTransport
@@ -185,3 +186,33 @@ def test_a_cancel_that_lands_while_sbatch_runs_still_cancels_the_job_sbatch_made
 
     asyncio.run(scenario())
     assert (cancelled.read_text().split() if cancelled.exists() else []) == ["4242"]
+
+
+@pytest.mark.parametrize(
+    ("exclusive", "holder_job"),
+    [
+        (False, "old-job"),  # a shared node: the other job may well run there now
+        (True, "../../etc"),  # a lease naming no job: never made into a path
+        (True, "?"),  # an unreadable lease
+    ],
+)
+def test_a_lease_is_never_taken_over_on_a_shared_node_or_when_it_names_no_job(
+    tmp_path: Path, exclusive: bool, holder_job: str
+) -> None:
+    inv = parse_slurm_inventory(
+        {
+            "slurm": {
+                "submit": {"ansible_connection": "local"},
+                "instance_types": {"ml.m5.xlarge": "cpu"},
+                "exclusive": exclusive,
+            }
+        },
+        tmp_path / "slurm.yaml",
+    )
+    backend = SlurmBackend(inv)
+    counting = CountingTransport()
+    backend._submit = SharedTransport(counting)
+    session = backend.reach({"slurm_job_id": "7", "name": "sl1", "address": "sl1"}, "").session
+    busy = ClaimAnswer(False, Lease(holder_job, "sl1"))
+    assert asyncio.run(backend._clear_stale_lease("7", "sl1", session, busy)) is False
+    assert counting.opened == 0  # not even Slurm was asked: nothing on the node was touched

@@ -90,23 +90,23 @@ async def _end_without_run(
     cleaned up (container, data, lease) and the allocation cancelled now, and
     the job recorded Stopped, as a stop of a job still queued is.
     """
-    done = await asyncio.gather(*(_finish_host(backend, h) for h in hosts), return_exceptions=True)
+    done = await asyncio.gather(*(_finish_host(backend, name, h) for h in hosts), return_exceptions=True)
     for host, answer in zip(hosts, done, strict=True):
         if isinstance(answer, DistprocError):
-            report[host.algo] += f"; not cleaned up: {answer}"
+            report[f"{host.algo} cleanup"] = f"error: {answer}"
         elif isinstance(answer, BaseException):
             raise answer
     if any(isinstance(answer, BaseException) for answer in done):
         return  # something is left on a node: the allocation stays, for `attach` to end the job
     now = time.time()
     for host in hosts:
-        store.update_host(name, host.algo, status=HostPhase.STOPPED.value, message=reason, end_time=now)
+        store.update_host(name, host.algo, status=HostPhase.STOPPED.value, end_time=now)  # the reason is the job's
     await backend.ended(name)  # the allocation goes (scancel)
     store.update_job(name, status=JobStatus.STOPPED.value, stop_reason=reason, end_time=now, waiting_for=None)
     report["allocation"] = "cancelled: the job's run was gone, its nodes are cleaned up"
 
 
-async def _finish_host(backend: Backend, record: HostRecord) -> None:
+async def _finish_host(backend: Backend, name: str, record: HostRecord) -> None:
     """Wait for the host's agent to end its container (its stop's grace, then SIGKILL), then clean up."""
     session = backend.reach(record.endpoint, record.job_dir).session
     try:
@@ -114,6 +114,8 @@ async def _finish_host(backend: Backend, record: HostRecord) -> None:
             # Another process's agent, reached through a fresh step each time: polling is the way.
             await asyncio.sleep(0.5)
         await session.cleanup()
+        # A host never prepared has no task for cleanup to find its lease by: given back by name.
+        await session.release(name)
     finally:
         await session.transport.close()
 

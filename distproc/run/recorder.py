@@ -328,6 +328,9 @@ class LogSink:
                 log.info("job created", arn=event.arn, hosts=event.hosts)
             case JobWaiting():
                 log.warning("waiting for hosts", waiting_for=event.message)
+            case JobQueueReason():
+                # Slurm's is the one backend queue: its reason each time it changes.
+                log.info("queued in Slurm", reason=event.reason)
             case JobStopping():
                 log.warning("stopping job", reason=event.reason, grace_seconds=event.grace_seconds)
             case JobFinished(outcome=o):

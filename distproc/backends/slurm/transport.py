@@ -20,13 +20,21 @@ import structlog
 
 from ...hosts.transport import Channel, CommandResult, Transport
 
-__all__ = ["AfterTransport", "SharedTransport", "SrunTransport", "StepChannel", "after_argv", "step_argv", "without_slurm_lines"]
+__all__ = [
+    "AfterTransport",
+    "SharedTransport",
+    "SrunTransport",
+    "StepChannel",
+    "after_argv",
+    "step_argv",
+    "without_slurm_lines",
+]
 
 _JOB_ID = re.compile(r"^[0-9]+$")
 _NODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 #: Lines Slurm itself writes to a step's stderr ("srun: error: sl2: task 0: Exited with exit code 1",
 #: "slurmstepd: error: *** STEP ... CANCELLED ***"): not the command's words.
-_SLURM_LINE = re.compile(rb"^(srun|slurmstepd|srun\(\d+\)): ")
+_SLURM_LINE = re.compile(rb"^(srun|slurmstepd)(\[\d+\])?: ")
 log = structlog.get_logger("distproc")
 
 
