@@ -206,7 +206,9 @@ def test_stop_of_a_job_with_no_hosts_asks_its_recorded_backend(tmp_path: Path) -
 
 
 def test_attach_refuses_a_job_whose_run_died_before_it_had_hosts(tmp_path: Path) -> None:
-    """Nothing runs to follow (it died queued): `attach` says so and names `stop`, rather than record it Completed."""
+    """Nothing runs or waits to follow (it died before sbatch answered: no Slurm job recorded): `attach` says so
+    and names `stop`, rather than record it Completed. With a Slurm job recorded it waits for it
+    (tests/test_slurm_control_e2e.py)."""
     store = Store(tmp_path / "home")
     store.create_job("q", "arn:q", job("q").request_dict(), None, (), slurm_backend(tmp_path).record("q"))
     with pytest.raises(SpecError, match=r"never had its hosts .*`distproc stop q` ends it"):

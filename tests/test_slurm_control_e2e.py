@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import re
 import subprocess
 import sys
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,7 @@ from tests.slurm.docker import DOCKER_HOST_TEMPLATE
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slurm]
 
+EXIT_FAILED = 1
 EXIT_STOPPED = 3
 
 
@@ -287,3 +291,191 @@ def test_stop_of_a_running_job_whose_run_died_cancels_the_allocation_and_records
     again = shell.start_run("slurm-after-orphan", n, "echo again")
     _, err = again.communicate(timeout=240)
     assert again.returncode == 0, err
+
+
+def _queued_then_orphaned(shell: Shell, name: str, n: int, script: str) -> str:
+    """`distproc run` of the job until Slurm queues it behind a holder, then SIGKILL: its Slurm job id."""
+    reason = f"waiting for {n} nodes in partition {shell.slurm.partition}: Resources"
+    run = shell.start_run(name, n, script)
+    try:
+
+        def waiting() -> bool:
+            doc = shell.describe(name)
+            return doc is not None and doc["Distproc"]["WaitingFor"] == reason
+
+        wait_until(waiting, "describe to show Slurm's pending reason", timeout=120, process=run)
+    finally:
+        run.kill()  # SIGKILL while queued: nobody is left to wait for the allocation
+        run.communicate()
+    job_id = str(Store(shell.home).get_job(name).backend["slurm_job_id"])
+    assert shell.slurm.job(job_id)["JobState"] == "PENDING"  # the queued Slurm job outlives its run
+    return job_id
+
+
+def test_attach_takes_over_a_job_whose_run_died_while_queued_and_runs_it_once_slurm_allocates(
+    slurm: SlurmCluster, slurm_docker: Mapping[str, str], tmp_path: Path
+) -> None:
+    n = len(slurm.nodes)
+    shell = Shell(slurm, tmp_path)
+    name = "slurm-attach-queued"
+    holder = hold_every_node(slurm)
+    try:
+        job_id = _queued_then_orphaned(shell, name, n, "echo ran on $(hostname)")
+        attach = subprocess.Popen(
+            [sys.executable, "-m", "distproc", "attach", name],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=shell.env,
+        )
+        try:
+            wait_until(
+                lambda: Store(shell.home).get_job(name).coordinator_pid == attach.pid,
+                "attach to take over the queued job",
+                process=attach,
+            )
+            # It waits for the recorded Slurm job: it submitted no second one.
+            queue = slurm.run("squeue", "--noheader", "--name", name, "--format=%i %T").stdout.split()
+            assert queue == [job_id, "PENDING"]
+            slurm.run("scancel", holder)
+            _, err = attach.communicate(timeout=240)
+        finally:
+            if attach.poll() is None:
+                attach.kill()
+                attach.communicate()
+    finally:
+        # Nothing left to hold the nodes from the next test, whatever happened (the job too).
+        slurm.run("scancel", holder, check=False)
+        slurm.run("scancel", "--name", name, check=False)
+    assert attach.returncode == 0, err
+    assert f"{name}: Completed" in err
+    assert f"waiting for {n} nodes in partition {slurm.partition}: Resources" in err  # Slurm's reason, as run shows it
+    for k in range(1, n + 1):
+        assert "ran on" in shell.cli("logs", name, "--host", f"algo-{k}").stdout
+    doc = shell.describe(name)
+    assert doc is not None
+    assert doc["ProcessingJobStatus"] == "Completed"
+    assert [h["Status"] for h in doc["Distproc"]["Hosts"]] == ["Completed"] * n
+    assert doc["Distproc"]["WaitingFor"] is None
+    assert doc["Distproc"]["Queued"]["End"] is not None  # the wait run began, ended by attach's allocation
+    assert shell.in_queue(name) == ""
+    for node, docker_host in slurm_docker.items():
+        left = subprocess.run(
+            ["docker", "-H", docker_host, "ps", "-aq", "--filter", f"name=distproc-{name}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        assert left == "", f"{node}: containers left: {left}"
+
+
+def test_attach_of_a_queued_job_slurm_cancelled_meanwhile_records_it_failed_with_slurms_word(
+    slurm: SlurmCluster, slurm_docker: Mapping[str, str], tmp_path: Path
+) -> None:
+    n = len(slurm.nodes)
+    shell = Shell(slurm, tmp_path)
+    name = "slurm-attach-vanished"
+    holder = hold_every_node(slurm)
+    try:
+        job_id = _queued_then_orphaned(shell, name, n, "echo never")
+        slurm.run("scancel", job_id)  # by hand, while nobody runs the job
+        slurm.wait_job(job_id, {"CANCELLED"})
+        attach = shell.cli("attach", name)
+    finally:
+        slurm.run("scancel", holder, check=False)
+        slurm.run("scancel", "--name", name, check=False)
+    assert attach.returncode == EXIT_FAILED, attach.stdout + attach.stderr
+    why = f"InternalServerError: Slurm job {job_id} ended before it ran: CANCELLED"
+    assert f"{name}: Failed" in attach.stderr and f"FailureReason: {why}" in attach.stderr, attach.stderr
+    doc = shell.describe(name)
+    assert doc is not None
+    assert doc["ProcessingJobStatus"] == "Failed"
+    assert doc["FailureReason"].startswith(why)
+    assert doc["Distproc"]["Hosts"] == []
+    assert doc["Distproc"]["WaitingFor"] is None
+    assert doc["Distproc"]["Queued"]["End"] is not None
+    assert shell.in_queue(name) == ""
+
+
+class Terminal:
+    """A pseudo-terminal a `distproc` subprocess writes to, as a user's would be; what it drew, escapes removed."""
+
+    def __init__(self) -> None:
+        self.master, self.slave = pty.openpty()
+        self._chunks: list[bytes] = []
+        self._lock = threading.Lock()
+        # Read as it comes: a terminal nobody reads fills, and the writer blocks.
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self.master, 65536)
+            except OSError:  # EIO: every writer closed its end
+                return
+            if not chunk:
+                return
+            with self._lock:
+                self._chunks.append(chunk)
+
+    def text(self) -> str:
+        with self._lock:
+            raw = b"".join(self._chunks).decode("utf-8", "replace")
+        return re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", raw).replace("\r", "")
+
+    def done(self) -> str:
+        """Everything drawn, once the writer has ended."""
+        self._reader.join(timeout=30)
+        os.close(self.master)
+        return self.text()
+
+
+def test_the_live_view_of_a_slurm_run_shows_slurms_reason_then_each_hosts_final_status(
+    slurm: SlurmCluster, slurm_docker: Mapping[str, str], tmp_path: Path
+) -> None:
+    """`distproc run` on a terminal (a pty: both its streams are one): the live view, not plain lines."""
+    n = len(slurm.nodes)
+    shell = Shell(slurm, tmp_path)
+    name = "slurm-live-view"
+    job = {
+        "ProcessingJobName": name,
+        "ProcessingResources": {"ClusterConfig": {"InstanceType": "ml.m5.xlarge", "InstanceCount": n}},
+        "AppSpecification": {"ImageUri": BUSYBOX_IMAGE, "ContainerEntrypoint": ["sh", "-c", "echo hello"]},
+    }
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(job))
+    reason = f"queued: waiting for {n} nodes in partition {slurm.partition}: Resources"
+    holder = hold_every_node(slurm)
+    terminal = Terminal()
+    try:
+        run = subprocess.Popen(
+            [sys.executable, "-m", "distproc", "run", "--inventory", str(shell.inventory), str(path)],
+            stdin=subprocess.DEVNULL,
+            stdout=terminal.slave,
+            stderr=terminal.slave,
+            env={**shell.env, "COLUMNS": "200", "TERM": "xterm"},
+        )
+        os.close(terminal.slave)  # the child holds it: its exit ends the reader
+        try:
+            wait_until(lambda: reason in terminal.text(), "the live view to show Slurm's reason", 120, run)
+            slurm.run("scancel", holder)
+            run.wait(timeout=240)
+        finally:
+            if run.poll() is None:
+                run.kill()
+                run.wait()
+    finally:
+        slurm.run("scancel", holder, check=False)
+        slurm.run("scancel", "--name", name, check=False)
+    drawn = terminal.done()
+    assert run.returncode == 0, drawn
+    assert f"{name}: Completed" in drawn
+    assert drawn.index(reason) < drawn.index("algo-1")  # the wait in Slurm's queue is drawn before any host's row
+    # The block's header and, last drawn, each host's row with its final status and exit code.
+    assert re.search(r"^ALGO\s+HOST\s+PHASE\s+STAGED\s+ELAPSED\s+EXIT$", drawn, re.MULTILINE), drawn
+    for k in range(1, n + 1):
+        rows = re.findall(rf"^algo-{k}\s+(\S+)\s+(\S+).*\s(\S+)$", drawn, re.MULTILINE)
+        assert rows, drawn
+        host, status, code = rows[-1]
+        assert host in {node.name for node in slurm.nodes} and (status, code) == ("Completed", "0"), rows[-1]

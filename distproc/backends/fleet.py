@@ -110,18 +110,7 @@ class FleetBackend(Backend):
 
     def reach(self, endpoint: Mapping[str, Any], job_dir: str) -> Reached:
         where = Endpoint.from_dict(endpoint)
-        host = Host(
-            name=where.name,
-            address=where.address,
-            port=where.port,
-            user=where.user,
-            key_file=where.key_file,
-            connection="local" if where.connection == "local" else "ssh",
-            python=where.python,
-            work_dir=where.work_dir,
-            known_hosts=where.known_hosts,
-        )
-        return Reached(host, self._session(where, where.python, where.work_dir, job_dir))
+        return Reached(where.to_host(), self._session(where, where.python, where.work_dir, job_dir))
 
     async def release(self, job: str, session: HostSession) -> None:
         await session.release(job)

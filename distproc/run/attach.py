@@ -6,7 +6,10 @@ over, reconnects to every host, follows it to its end, uploads the outputs,
 cleans up, and records the outcome, as `run` would have. The hosts are
 reached through the backend the job ran on (the job store's record of it):
 a Slurm job's nodes through srun steps, and its allocation is cancelled at
-the end, as `run` would have.
+the end, as `run` would have. A Slurm job whose `run` died while it was still
+queued is waited for (Slurm's reason shown as `run` shows it) and then run
+from its allocation on, as `run` would have; one Slurm ended meanwhile is
+recorded Failed with Slurm's word for it.
 """
 
 from __future__ import annotations
@@ -64,8 +67,11 @@ async def attach(store: Store, name: str, options: RunOptions) -> tuple[JobRunne
     job = store.get_job(name)
     check_attachable(job)
     backend = backend_from_record(job.backend, name)  # a damaged record: refused before the job is taken over
-    if not job.hosts:
-        # Its `run` died before the job had hosts (waiting for busy hosts, or in Slurm's queue): nothing runs to follow.
+    # Its `run` died in the backend's queue (a Slurm job recorded, no node yet): wait for it as `run` would have.
+    queued = not job.hosts and backend.queues and bool((job.backend or {}).get("slurm_job_id"))
+    if not job.hosts and not queued:
+        # Its `run` died before the job had hosts and before any queue held it (waiting for busy hosts,
+        # or before sbatch answered): nothing waits or runs to follow.
         why = f"job {name!r} never had its hosts (its run died while waiting for them); `distproc stop {name}` ends it"
         raise SpecError([Violation("ProcessingJobName", why)], source="attach request")
     if not store.take_over(name, job.coordinator_pid):
@@ -74,4 +80,4 @@ async def attach(store: Store, name: str, options: RunOptions) -> tuple[JobRunne
             source="attach request",
         )
     runner = JobRunner(parse_job(dict(job.request)), (), store, job.inventory, options, backend)
-    return runner, await runner.resume(job)
+    return runner, await (runner.resume_queued() if queued else runner.resume(job))

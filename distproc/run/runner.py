@@ -238,6 +238,22 @@ class JobRunner:
         self.recorder(
             JobCreated(self.arn, job.request_dict(), self.inventory_path, job.warnings, len(self.hosts), record)
         )
+        return await self._from_acquire()
+
+    async def resume_queued(self) -> JobOutcome:
+        """Take over a job whose coordinator died while it waited in its backend's queue (`distproc attach`).
+
+        Its record and its place in the queue (a Slurm job) are already there:
+        the rest is as `run` would have done it, from waiting for the hosts on.
+        """
+        raise_open_file_limit()
+        self._queued = True  # its queued phase began with its `run`; this ends it
+        self.log.info("attached to a queued job")
+        return await self._from_acquire()
+
+    async def _from_acquire(self) -> JobOutcome:
+        """`run` after the job's record: the inputs' listing, the hosts, then the job to its end."""
+        job = self.job
         self.backend.listener = self._heard
         try:
             try:

@@ -102,6 +102,9 @@ class SlurmBackend(Backend):
         self._held: dict[str, set[str]] = {}
         #: The Slurm job of each processing job acquired here and not yet ended (ended() cancels it).
         self._slurm_job: dict[str, str] = {}
+        #: Jobs taken over (`attach`) while still in Slurm's queue: acquire waits for their
+        #: recorded Slurm job instead of submitting another (from_record; once).
+        self._adopted: set[str] = set()
         #: One connection to the submit node for every poll, scancel and node's srun step
         #: (an SSH submit node: one handshake, not one per command); closed by close().
         self._submit = SharedTransport(transport_for(inventory.submit))
@@ -112,17 +115,7 @@ class SlurmBackend(Backend):
         try:
             where = Endpoint.from_dict(record["submit"])
             job_id = record.get("slurm_job_id")
-            submit = Host(
-                name=where.name,
-                address=where.address,
-                port=where.port,
-                user=where.user,
-                key_file=where.key_file,
-                connection="local" if where.connection == "local" else "ssh",
-                python=where.python,
-                work_dir=where.work_dir,
-                known_hosts=where.known_hosts,
-            )
+            submit = where.to_host()
             python, work_dir = str(record["node_python"]), str(record["node_work_dir"])
             docker_host = record.get("docker_host")
             inventory = SlurmInventory(
@@ -142,6 +135,8 @@ class SlurmBackend(Backend):
             # As acquire leaves it: ended() cancels the allocation once the job is over.
             backend._slurm_job[job] = str(job_id)
             backend._held[str(job_id)] = set()
+            # A job whose `run` died while it was queued: `attach` acquires it from this Slurm job.
+            backend._adopted.add(job)
         return backend
 
     def record(self, job: str) -> Mapping[str, Any]:
@@ -191,16 +186,7 @@ class SlurmBackend(Backend):
 
     async def state(self, job_id: str) -> dict[str, str]:
         """Slurm's view of the job: JobState, Reason, NodeList, NumNodes, Partition ... ({} when gone)."""
-        try:
-            out = await self._run(["scontrol", "show", "job", "--oneliner", job_id])
-        except RemoteCommandError:
-            return {}
-        fields: dict[str, str] = {}
-        for word in out.split():
-            key, sep, value = word.partition("=")
-            if sep and key not in fields:
-                fields[key] = value
-        return fields
+        return await self._scontrol_show("job", job_id)
 
     async def wait_running(self, job_id: str) -> Allocation | str:
         """The allocation once the job runs, or why it never will (it ended, was cancelled)."""
@@ -211,7 +197,9 @@ class SlurmBackend(Backend):
             if state == "RUNNING":
                 return await self._allocation(job_id, fields.get("NodeList", ""))
             if not fields or state in _ENDED:
-                return f"Slurm job {job_id} ended before it ran: {state or 'gone'} ({fields.get('Reason', '?')})"
+                why = fields.get("Reason", "None")
+                said_why = f" ({why})" if why != "None" else ""
+                return f"Slurm job {job_id} ended before it ran: {state or 'gone from Slurm'}{said_why}"
             reason = fields.get("Reason", "None")
             if reason != "None":
                 # A pending job's NumNodes reads "3-3" (least-most); we always ask for exactly N.
@@ -291,8 +279,12 @@ class SlurmBackend(Backend):
         return end <= now
 
     async def _node_fields(self, node: str) -> dict[str, str]:
+        return await self._scontrol_show("node", node)
+
+    async def _scontrol_show(self, kind: str, name: str) -> dict[str, str]:
+        """``scontrol show KIND NAME`` as its KEY=VALUE words, the first of each key ({} when Slurm knows none)."""
         try:
-            out = await self._run(["scontrol", "show", "node", "--oneliner", node])
+            out = await self._run(["scontrol", "show", kind, "--oneliner", name])
         except RemoteCommandError:
             return {}
         fields: dict[str, str] = {}
@@ -348,14 +340,22 @@ class SlurmBackend(Backend):
         await self.cancel(job_id)
 
     async def acquire(self, job: ProcessingJob) -> Sequence[Claimed] | Shortage:
-        job_id = await self._submit_for_certain(job)
-        # Known at once: the job store records it (record()), so that `distproc stop` can cancel it while queued.
-        self._slurm_job[job.name] = job_id
+        adopted = job.name in self._adopted and job.name in self._slurm_job
+        self._adopted.discard(job.name)
+        if adopted:
+            # `attach` of a job whose `run` died in Slurm's queue: its recorded Slurm job, not a second one.
+            job_id = self._slurm_job[job.name]
+        else:
+            job_id = await self._submit_for_certain(job)
+            # Known at once: the job store records it (record()), so that `distproc stop` can cancel it while queued.
+            self._slurm_job[job.name] = job_id
         claims: list[Claimed] = []
         try:
-            self._tell(Submitted(time.time()))
+            if not adopted:  # an adopted job's queued phase began with its `run`
+                self._tell(Submitted(time.time()))
             got = await self.wait_running(job_id)
             if isinstance(got, str):
+                self._held.pop(job_id, None)  # an adopted job's: nothing left for ended() to cancel
                 return Shortage(got, client_error=False)
             self._tell(Allocated(time.time()))
             for node, address in got.nodes:

@@ -59,6 +59,22 @@ class Endpoint:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def to_host(self) -> Host:
+        """The host this endpoint reaches, as the inventory would have described it (stop, attach)."""
+        from ...inventory import Host  # at call time: the inventory imports this package's users
+
+        return Host(
+            name=self.name,
+            address=self.address,
+            port=self.port,
+            user=self.user,
+            key_file=self.key_file,
+            connection="local" if self.connection == "local" else "ssh",
+            python=self.python,
+            work_dir=self.work_dir,
+            known_hosts=self.known_hosts,
+        )
+
 
 __all__ = [
     "Channel",
