@@ -38,6 +38,15 @@ def test_rows_show_phase_bytes_elapsed_and_exit_within_the_width() -> None:
     assert human_bytes(512) == "512 B" and human_bytes(1536) == "1.5 KiB"
 
 
+def test_elapsed_counts_from_when_the_host_began_connecting() -> None:
+    """A host added after its claim (connect_started told with its time) shows the time since then."""
+    view = LiveView(io.StringIO())
+    view.add_host("algo-1", "h1")
+    view.step("algo-1", "connect_started", at=1000.0)
+    lines = render_rows(list(view.rows.values()), 1000.0 + 75, 200)
+    assert lines[1].split()[-2] == "0:01:15"
+
+
 def test_text_written_through_the_view_lands_above_the_redrawn_block() -> None:
     """Writing erases the block (cursor up, erase down), writes the text, and draws the block again."""
     screen = io.StringIO()

@@ -62,6 +62,16 @@ def recorder(tmp_path: Path) -> tuple[Recorder, Store, Heard]:
     return rec, store, heard
 
 
+def test_a_hosts_connecting_steps_reach_the_observer_with_their_times(tmp_path: Path) -> None:
+    """HostAdded carries the steps the backend's claim took (connecting): the live view needs them for ELAPSED."""
+    _rec, _store, heard = recorder(tmp_path)
+    assert heard.calls == [
+        ("add_host", "algo-1", "h1"),
+        ("step", "algo-1", "connect_started", {"at": 1.0}),
+        ("step", "algo-1", "connected", {"at": 2.0}),
+    ]
+
+
 def test_one_event_reaches_the_store_the_observer_and_the_log(tmp_path: Path) -> None:
     rec, store, heard = recorder(tmp_path)
     failed = HostOutcome(

@@ -300,7 +300,13 @@ class ObserverSink:
                 waiting(text)
             case JobAllocated() | JobLeftQueue() if waiting is not None:
                 waiting(None)
-            case HostAdded() | HostReattached():
+            case HostAdded():
+                observer.add_host(event.algo, event.host)
+                # The connecting steps happened before the host was added (the backend's claim):
+                # told now, with their times, so the view's elapsed time starts where the host's did.
+                for kind, at in event.steps:
+                    observer.step(event.algo, kind, at=at)
+            case HostReattached():
                 observer.add_host(event.algo, event.host)
             case HostStep() | AgentEvent():
                 observer.step(event.algo, event.kind, **event.data)

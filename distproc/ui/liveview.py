@@ -117,7 +117,8 @@ class LiveView:
             if kind in PHASE_OF_STEP:
                 changes["phase"] = PHASE_OF_STEP[kind]
             if kind == "connect_started" and row.started is None:
-                changes["started"] = time.time()
+                at = data.get("at")
+                changes["started"] = at if isinstance(at, float) else time.time()
             if kind == "inputs_staged" and isinstance(data.get("bytes"), int):
                 changes["staged_bytes"] = data["bytes"]
             if kind == "container_exited" and isinstance(data.get("exit_code"), int):
