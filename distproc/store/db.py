@@ -23,6 +23,7 @@ from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..agent.pids import pid_alive
 from ..errors import BadNextTokenError, JobExistsError, JobNotFoundError, StoreError
 from ..run.outcome import HostPhase
 from ..userfiles import inside
@@ -631,7 +632,7 @@ class Store:
             here = socket.gethostname()
             ahead: list[str] = []
             for row in rows:
-                gone = not _pid_alive(row["pid"]) if row["machine"] == here else False
+                gone = not pid_alive(row["pid"]) if row["machine"] == here else False
                 if gone or now - row["seen"] > WAITER_STALE_SECONDS:
                     db.execute("DELETE FROM waiting WHERE job = ?", (row["job"],))
                 elif wanted & set(json.loads(row["hosts"])):
@@ -672,13 +673,3 @@ def _migrate(db: sqlite3.Connection) -> None:
         db.execute("ROLLBACK")
         raise
     db.execute("COMMIT")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process, but alive
-    return True
