@@ -1,6 +1,6 @@
 """Launch latency and overhead: distproc against pdsh and parallel ssh, same hosts, one run.
 
-    .venv/bin/python -m bench.launch [--repeats 5] [--hosts 64] [--sizes 1,8,32,64]
+    .venv/bin/python -m bench.launch [--repeats 5] [--hosts 100] [--sizes 1,8,32,64,100]
 
 Builds the namespace test cluster (tests/cluster/) with --hosts hosts, then,
 for each repeat and each size N, starts a container that does `true` on the
@@ -435,8 +435,9 @@ def table(res: dict[str, Any]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--hosts", type=int, default=64, help="hosts in the cluster")
-    parser.add_argument("--sizes", default="1,8,32,64", help="N values, comma-separated")
+    # 100: the most a job may ask for (ProcessingClusterConfig.InstanceCount is 1-100 in AWS's API).
+    parser.add_argument("--hosts", type=int, default=100, help="hosts in the cluster (at most 100 used by a job)")
+    parser.add_argument("--sizes", default="1,8,32,64,100", help="N values, comma-separated")
     parser.add_argument("--overhead-sizes", default="1,8", help="N values also run with parallel ssh")
     parser.add_argument(
         "--cold", action="store_true", help="also run distproc without its warm agent (an agent start per job)"
@@ -451,6 +452,8 @@ def main() -> int:
     )
     args = parser.parse_args()
     sizes = [n for n in map(int, args.sizes.split(",")) if n <= args.hosts]
+    if max(sizes, default=0) > 100:
+        parser.error("a job's InstanceCount is at most 100 (AWS's ProcessingClusterConfig): --sizes above 100")
     overhead = {int(n) for n in args.overhead_sizes.split(",")}
     pdsh = ensure_pdsh()
     # As installed from a wheel, distproc has its bytecode; a source checkout run with

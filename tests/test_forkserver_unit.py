@@ -196,6 +196,38 @@ def test_ctrl_c_reaches_the_command_through_the_client(runtime: Runtime) -> None
     assert any(line.endswith(f"child pid={pid} status=0") for line in runtime.log())
 
 
+def _state(pid: int) -> str:
+    """The kernel's one-letter state of a process: T when stopped."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def test_ctrl_z_stops_the_command_with_its_client_and_fg_continues_both(runtime: Runtime, tmp_path: Path) -> None:
+    """In-process, Ctrl-Z stops the command. Through the server the command is another
+    process, outside the terminal's process group: the client stops it, then itself, and
+    continues it when continued."""
+    _following_job(runtime)
+    runtime.start_server()
+    proc = subprocess.Popen(
+        [DISTPROC, "logs", "follow", "--follow"], env=runtime.env(), stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    with proc.stdout:
+        assert proc.stdout.readline() == "[algo-1] a line\n"  # served, and following
+        [child] = [int(line.split("child pid=")[1].split()[0]) for line in runtime.log() if " argv=" in line]
+        proc.send_signal(signal.SIGTSTP)
+        _wait_for(lambda: _state(proc.pid) == "T" and _state(child) == "T", "the client and its command to stop")
+        proc.send_signal(signal.SIGCONT)
+        _wait_for(lambda: _state(proc.pid) != "T" and _state(child) != "T", "both to continue")
+        store = Store(runtime.base / "home")
+        with store.log_path("follow", "algo-1").open("a") as log:
+            log.write("after fg\n")
+        store.close()
+        assert proc.stdout.readline() == "[algo-1] after fg\n"  # the command runs again
+        proc.send_signal(signal.SIGINT)
+        assert proc.stdout.read() == ""
+    assert proc.wait(timeout=60) == 0
+
+
 def test_a_stopped_server_lets_its_running_commands_finish(runtime: Runtime) -> None:
     """SIGTERM to the server: no new command is served (its socket is gone), the running one
     goes on and its client still gets its exit status; then the server exits."""

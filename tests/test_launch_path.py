@@ -252,36 +252,70 @@ def test_hosts_of_one_inventory_share_prepared_ssh_options(tmp_path: Path) -> No
     assert options("h3") is not first  # a changed known_hosts file: prepared again
 
 
-def test_liboqs_is_known_absent_only_when_neither_the_loader_cache_nor_the_library_path_has_it(tmp_path: Path) -> None:
-    from distproc.hosts.transport._liboqs import liboqs_may_be_present
+def test_a_library_is_answered_from_the_loaders_cache_only_when_the_cache_settles_it(tmp_path: Path) -> None:
+    import sys
 
-    cache = tmp_path / "ld.so.cache"
-    cache.write_bytes(b"glibc-ld.so.cache1.1\0libz.so.1\0/usr/lib/libz.so.1\0")
-    libs = tmp_path / "libs"
+    from distproc.hosts.transport._libsearch import cached_library
+
+    libs = tmp_path / "lib"
     libs.mkdir()
-    assert not liboqs_may_be_present(str(cache), library_path=str(libs))
-    (libs / "liboqs.so.5").write_bytes(b"")
-    assert liboqs_may_be_present(str(cache), library_path=f"/nonexistent:{libs}")
-    cache.write_bytes(b"glibc-ld.so.cache1.1\0liboqs.so.5\0/usr/lib/liboqs.so.5\0")
-    assert liboqs_may_be_present(str(cache), library_path="")
-    assert liboqs_may_be_present(str(tmp_path / "no-cache"), library_path="")
+    ours = libs / "libfoo.so.5"
+    ours.write_bytes(Path(sys.executable).resolve().read_bytes()[:64])  # an ELF header of this machine's kind
+    other = bytearray(ours.read_bytes())
+    other[18:20] = b"\x28\x00"  # e_machine ARM: a library another machine would load
+    (libs / "libbar.so.1").write_bytes(bytes(other))
+    (libs / "libfoo.so").write_bytes(ours.read_bytes())
+    cache = tmp_path / "ld.so.cache"
+    cache.write_bytes(
+        b"glibc-ld.so.cache1.1\0" + f"{libs}/libfoo.so\0{libs}/libfoo.so.5\0{libs}/libbar.so.1\0".encode()
+    )
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    # In the cache: its versioned name, as `ldconfig -p` would give find_library.
+    assert cached_library("foo", str(cache), library_path="") == (True, "libfoo.so.5")
+    # In the cache for another machine only, or nowhere: certainly absent (no gcc, no ld run).
+    assert cached_library("bar", str(cache), library_path=str(empty)) == (True, None)
+    assert cached_library("oqs", str(cache), library_path=f"/nonexistent:{empty}") == (True, None)
+    # In a folder of LD_LIBRARY_PATH, or no cache to read: find_library's own search decides.
+    (empty / "liboqs.so.5").write_bytes(b"")
+    assert cached_library("oqs", str(cache), library_path=f"/nonexistent:{empty}") == (False, None)
+    assert cached_library("foo", str(tmp_path / "no-cache"), library_path="") == (False, None)
 
 
-def test_the_quick_liboqs_lookup_answers_only_for_liboqs_and_only_while_asyncssh_loads() -> None:
-    """asyncssh's import asks find_library for liboqs; without it there, no gcc/ld is run."""
+def test_the_quick_lookup_agrees_with_find_library_on_this_machine_and_only_while_asyncssh_loads() -> None:
     import ctypes.util
 
-    from distproc.hosts.transport._liboqs import liboqs_may_be_present, quick_liboqs_lookup
+    from distproc.hosts.transport._libsearch import cached_library, quick_library_lookup
 
     original = ctypes.util.find_library
-    libc = original("c")
-    with quick_liboqs_lookup():
+    for name in ("c", "z", "nettle", "oqs", "no-such-library-here"):
+        certain, answer = cached_library(name)
+        if certain:
+            assert answer == original(name), name
+    with quick_library_lookup():
         assert ctypes.util.find_library is not original
-        assert ctypes.util.find_library("c") == libc  # any other library: find_library itself
-        if not liboqs_may_be_present():
-            assert ctypes.util.find_library("oqs") is None
-            assert ctypes.util.find_library("liboqs") is None
     assert ctypes.util.find_library is original
+
+
+def test_importing_the_ssh_transport_starts_no_process() -> None:
+    """asyncssh's import asked find_library for liboqs and nettle: `ldconfig -p` each, and gcc
+    and ld for an absent one, on every `distproc run`."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import subprocess, sys\n"
+        "started = []\n"
+        "init = subprocess.Popen.__init__\n"
+        "def record(self, *a, **k):\n"
+        "    started.append(a[0] if a else k.get('args'))\n"
+        "    init(self, *a, **k)\n"
+        "subprocess.Popen.__init__ = record\n"
+        "import distproc.hosts.transport.ssh\n"
+        "print(started)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "[]", out.stdout
 
 
 def test_the_agents_claim_path_leaves_out_the_modules_it_does_not_need(tmp_path: Path) -> None:

@@ -6,7 +6,8 @@ streams (SCM_RIGHTS), argv, cwd, environment and umask (all over the socket,
 never argv); the server forks a child that runs the command, tells us the
 child's pid, and later its wait status. Meanwhile SIGINT, SIGTERM, SIGHUP and
 SIGWINCH sent to us go to the child, so Ctrl-C and `kill` act on the command
-as they do without the server. Any failure before the child exists (no
+as they do without the server; Ctrl-Z (SIGTSTP) stops the child, then us, and
+when the shell continues us (`fg`, `bg`) we continue the child. Any failure before the child exists (no
 server, a stale socket, a refusal) returns None and the command runs
 in-process as before; a missing server is then started in the background for
 the next command.
@@ -38,6 +39,8 @@ ENV_IDLE = "DISTPROC_FORKSERVER_IDLE_SECONDS"
 ENV_DEBUG = "DISTPROC_FORKSERVER_DEBUG"
 #: Signals the client passes on to the command's process (SIGWINCH: the live view's size).
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGWINCH)
+#: Forwarded too, as job control: see suspend().
+BLOCKED = (*FORWARDED, signal.SIGTSTP)
 #: The request (argv, cwd, environment) may be this large at most; the server refuses more.
 MAX_REQUEST = 4 << 20
 #: A reply line ("P <pid>", "S <wait status>", "R <reason>") is short.
@@ -219,7 +222,7 @@ def serve() -> int | None:
 def _conversation(sock: socket.socket, payload: bytes) -> int | None:
     # Signals wait (blocked) until the child's pid is known, then go to it; if the server
     # refuses, the old handlers are back before they are delivered here.
-    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, BLOCKED)
     old_handlers = {}
     try:
         socket.send_fds(sock, [struct.pack("!Q", len(payload))], [0, 1, 2])
@@ -235,8 +238,21 @@ def _conversation(sock: socket.socket, payload: bytes) -> int | None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child, signum)
 
+        def suspend(_signum: int, _frame: object) -> None:
+            # The child is in the server's process group, not our terminal's: the
+            # terminal's SIGTSTP reaches only us. SIGSTOP, not SIGTSTP: a process group
+            # with no parent in a session ignores the terminal stop signals.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGSTOP)
+            signal.signal(signal.SIGTSTP, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTSTP)  # stopped here until SIGCONT
+            signal.signal(signal.SIGTSTP, suspend)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGCONT)
+
         for sig in FORWARDED:
             old_handlers[sig] = signal.signal(sig, forward)
+        old_handlers[signal.SIGTSTP] = signal.signal(signal.SIGTSTP, suspend)
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         # From here the command runs in the child: whatever happens, it must not run here too.
         try:

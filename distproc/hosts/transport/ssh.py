@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._liboqs import quick_liboqs_lookup
+from ._libsearch import quick_library_lookup
 
-with quick_liboqs_lookup():
+with quick_library_lookup():
     import asyncssh
 
 import structlog
