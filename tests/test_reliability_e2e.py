@@ -79,6 +79,41 @@ def test_a_killed_coordinator_is_taken_over_by_attach(env: Env, cluster: Cluster
     assert sorted(started) == ["algo-1", "algo-2", "algo-3"]
 
 
+def test_attach_carries_on_with_the_runs_options(env: Env, cluster: Cluster) -> None:
+    """`run --stop-grace 3`, then SIGKILL: the attach that takes the job over stops it on Ctrl-C
+    with the run's 3 s grace, not its own default (the job store keeps how `run` was asked to run it)."""
+    entry, code_input = env.script("graced", HOLD)
+    out_dir = env.data / "graced-out"
+    doc = job_doc(
+        "graced",
+        entrypoint=entry,
+        inputs=[code_input],
+        outputs=[file_output("o", str(out_dir), "/opt/ml/processing/output/o")],
+    )
+    run = env.start("run", "--stop-grace", "3", "-i", str(env.inventory), str(env.write_job(doc)))
+    wait_until(running_everywhere(cluster, "graced"), "containers to run", process=run)
+    _kill_coordinator(run)
+
+    attach = env.start("attach", "graced")
+    try:
+        wait_until(
+            lambda: Store(env.home).get_job("graced").coordinator_pid == attach.pid,
+            "attach to take over",
+            process=attach,
+        )
+        attach.send_signal(signal.SIGINT)  # Ctrl-C: attach stops the job, as run would have
+        _, stderr = attach.communicate(timeout=120)
+    finally:
+        if attach.poll() is None:
+            attach.kill()
+            attach.communicate()
+    assert attach.returncode == 3, stderr  # Stopped
+    assert "stopping job" in stderr and "grace_seconds=3.0" in stderr, stderr
+    assert env.describe("graced")["ProcessingJobStatus"] == "Stopped"
+    left = [h.name for k, h in enumerate(cluster.hosts, 1) if f"distproc-graced-algo-{k}" in cluster.containers(h)]
+    assert left == []
+
+
 def test_attach_is_refused_while_run_is_alive(env: Env, cluster: Cluster) -> None:
     """A job whose `run` still lives cannot be taken over; a finished one has nothing to attach to."""
     entry, code_input = env.script("alive", HOLD.replace("/opt/ml/processing/output/o/", "/tmp/"))

@@ -128,3 +128,44 @@ def test_the_backend_record_and_the_queue_reason_are_kept_and_cleared(tmp_path: 
     store.leave_queue("j")
     store.update_job("j", waiting_for=None)
     assert store.get_job("j").waiting_for is None
+
+
+def test_the_runs_options_are_kept_for_attach_and_an_older_job_has_none(tmp_path: Path) -> None:
+    from distproc.run.options import RunOptions
+
+    path = old_store(tmp_path / "home")
+    store = Store(tmp_path / "home")
+    assert "run_options" in columns(path)
+    ran = RunOptions(
+        stop_grace_seconds=2.5,
+        fan_out=7,
+        aws_credentials="forward",
+        s3_endpoint_url="http://s3.local:9000",
+        metrics_interval_seconds=0.0,
+        ship_image=True,
+        orphan_timeout_seconds=60.0,
+    )
+    store.create_job("j", "arn:j", {"ProcessingJobName": "j"}, None, (), None, ran.to_record())
+    recorded = Store(tmp_path / "home").get_job("j").run_options
+    # What attach gets: the run's options, with its own console and observer.
+    taken_up = RunOptions(console=None).with_recorded(recorded)
+    assert taken_up == ran
+    assert store.get_job("old-job").run_options is None
+    assert RunOptions(fan_out=3).with_recorded(store.get_job("old-job").run_options) == RunOptions(fan_out=3)
+    # In a listing too (the same row reader).
+    assert {j.name: j.run_options is not None for j in store.list_jobs()} == {"j": True, "old-job": False}
+
+
+def test_a_damaged_or_newer_run_options_record(tmp_path: Path) -> None:
+    import pytest
+
+    from distproc.errors import StoreError
+    from distproc.run.options import RunOptions
+
+    # A newer distproc's option is passed over; ints stand for floats as JSON writes them.
+    assert RunOptions().with_recorded({"fan_out": 5, "stop_grace_seconds": 3, "from_the_future": 1}) == RunOptions(
+        fan_out=5, stop_grace_seconds=3.0
+    )
+    for damaged in ({"fan_out": "5"}, {"fan_out": True}, {"ship_image": 1}, {"aws_credentials": "steal"}):
+        with pytest.raises(StoreError, match=next(iter(damaged))):
+            RunOptions().with_recorded(damaged)

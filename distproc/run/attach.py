@@ -67,6 +67,8 @@ async def attach(store: Store, name: str, options: RunOptions) -> tuple[JobRunne
     job = store.get_job(name)
     check_attachable(job)
     backend = backend_from_record(job.backend, name)  # a damaged record: refused before the job is taken over
+    # As its `run` was asked to run it (grace, windows, credentials, ...); where output goes is attach's own.
+    options = options.with_recorded(job.run_options)
     # Its `run` died in the backend's queue (a Slurm job recorded, no node yet): wait for it as `run` would have.
     queued = not job.hosts and backend.queues and bool((job.backend or {}).get("slurm_job_id"))
     if not job.hosts and not queued:

@@ -6,9 +6,12 @@ the runner: the runner imports its parts, never the other way round.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import IO, Protocol
+from typing import IO, Any, Protocol
 
+from ..errors import StoreError
 from ..plan import DEFAULT_STOP_GRACE_SECONDS
 
 # How long a host may stay unreachable while it runs before it counts as lost.
@@ -61,7 +64,47 @@ class RunOptions:
     #: seconds (math.inf: indefinitely) for them to be given back, in order of arrival.
     wait_for_hosts_seconds: float | None = None
 
+    def to_record(self) -> dict[str, Any]:
+        """What the job store keeps of these options, for `attach` to carry on with (RECORDED)."""
+        return {name: getattr(self, name) for name in RECORDED}
+
+    def with_recorded(self, record: Mapping[str, Any] | None) -> RunOptions:
+        """These options with those a job's `run` recorded (to_record) in place of their defaults.
+
+        A name this distproc does not know (a newer one's) is passed over; a known
+        one of the wrong type is a damaged store, refused naming the option.
+        """
+        if not record:
+            return self
+        given: dict[str, Any] = {}
+        for name, kinds in RECORDED.items():
+            if name not in record:
+                continue
+            value = record[name]
+            # bool is an int to isinstance: an int option given true/false is damaged too.
+            wrong_kind = not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)
+            if wrong_kind or (name == "aws_credentials" and value not in ("host", "forward")):
+                raise StoreError(f"the job store's recorded run option {name} is damaged: {str(value)[:40]!r}")
+            given[name] = float(value) if float in kinds and not isinstance(value, bool) else value
+        return dataclasses.replace(self, **given)
+
     @property
     def keepalive_interval(self) -> float:
         """SSH keepalives that notice a dead link within half the reconnect window."""
         return max(1.0, min(15.0, self.reconnect_window_seconds / 8))
+
+
+#: The options `run` records with a job and `attach` takes up again, with the types they may have.
+#: Not kept: where output goes (console, observer: attach's own) and --wait-for-hosts (done by then).
+RECORDED: Mapping[str, tuple[type, ...]] = {
+    "stop_grace_seconds": (int, float),
+    "fan_out": (int,),
+    "connect_timeout": (int, float),
+    "aws_credentials": (str,),
+    "assume_role": (bool,),
+    "s3_endpoint_url": (str, type(None)),
+    "metrics_interval_seconds": (int, float),
+    "ship_image": (bool,),
+    "reconnect_window_seconds": (int, float),
+    "orphan_timeout_seconds": (int, float),
+}

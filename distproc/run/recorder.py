@@ -33,6 +33,8 @@ class JobCreated:
     hosts: int
     #: What reaches the job's backend again (Backend.record); None: the SSH fleet.
     backend: Mapping[str, Any] | None = None
+    #: How `run` was asked to run it (RunOptions.to_record), for `attach`.
+    run_options: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +227,9 @@ class StoreSink:
         store, job = self.store, self.job
         match event:
             case JobCreated():
-                store.create_job(job, event.arn, event.request, event.inventory, event.warnings, event.backend)
+                store.create_job(
+                    job, event.arn, event.request, event.inventory, event.warnings, event.backend, event.run_options
+                )
             case JobStarted():
                 store.update_job(job, start_time=event.at)
             case JobWaiting():

@@ -236,7 +236,15 @@ class JobRunner:
         job = self.job
         record = self.backend.record(job.name)
         self.recorder(
-            JobCreated(self.arn, job.request_dict(), self.inventory_path, job.warnings, len(self.hosts), record)
+            JobCreated(
+                self.arn,
+                job.request_dict(),
+                self.inventory_path,
+                job.warnings,
+                len(self.hosts),
+                record,
+                self.options.to_record(),
+            )
         )
         return await self._from_acquire()
 

@@ -99,6 +99,9 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     #    fleet, which every job of an older store ran on), and why it waits in the backend's
     #    queue (Slurm's pending reason).
     ("ALTER TABLE jobs ADD COLUMN backend TEXT", "ALTER TABLE jobs ADD COLUMN waiting_for TEXT"),
+    # 2: how `run` was asked to run the job (RunOptions.to_record, JSON; NULL: not recorded), so
+    #    that `attach` carries on with the run's grace, windows, credentials mode and the rest.
+    ("ALTER TABLE jobs ADD COLUMN run_options TEXT",),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -187,10 +190,17 @@ class JobRecord:
     waiting_for: str | None = None
     #: The backend the job runs on and what reaches it again (Backend.record); older stores: the fleet.
     backend: Mapping[str, Any] = dataclass_field(default_factory=lambda: {"backend": "fleet"})
+    #: How `run` was asked to run it (RunOptions.to_record); None in stores from before it was kept.
+    run_options: Mapping[str, Any] | None = None
 
 
 #: Columns stored as JSON text, and what each becomes in its record.
-_JSON_COLUMNS: Mapping[str, Callable[[Any], Any]] = {"request": dict, "warnings": tuple, "endpoint": dict}
+_JSON_COLUMNS: Mapping[str, Callable[[Any], Any]] = {
+    "request": dict,
+    "warnings": tuple,
+    "endpoint": dict,
+    "run_options": dict,
+}
 
 _R = TypeVar("_R", JobRecord, HostRecord)
 
@@ -202,7 +212,7 @@ def _record(cls: type[_R], row: sqlite3.Row, **given: Any) -> _R:
         if field.name not in values:
             value = row[field.name]
             convert = _JSON_COLUMNS.get(field.name)
-            values[field.name] = value if convert is None else convert(json.loads(value))
+            values[field.name] = value if convert is None or value is None else convert(json.loads(value))
     return cls(**values)
 
 
@@ -359,10 +369,12 @@ class Store:
         inventory: str | None,
         warnings: tuple[str, ...] = (),
         backend: Mapping[str, Any] | None = None,
+        run_options: Mapping[str, Any] | None = None,
     ) -> None:
         """Record a new job, InProgress. A name in use is refused, as SageMaker does.
 
-        ``backend``: what Backend.record gives (None: the SSH fleet).
+        ``backend``: what Backend.record gives (None: the SSH fleet); ``run_options``:
+        RunOptions.to_record() of the `run` that creates it.
         """
         logs = inside(self.home / "logs", name, what="job name")  # before the job is recorded
         t = time.time()
@@ -372,7 +384,8 @@ class Store:
                 raise JobExistsError(name, row["status"])
             db.execute(
                 "INSERT INTO jobs (name, arn, status, request, inventory, warnings, creation_time,"
-                " last_modified, coordinator_pid, backend) VALUES (?, ?, 'InProgress', ?, ?, ?, ?, ?, ?, ?)",
+                " last_modified, coordinator_pid, backend, run_options)"
+                " VALUES (?, ?, 'InProgress', ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     name,
                     arn,
@@ -383,6 +396,7 @@ class Store:
                     t,
                     os.getpid(),
                     json.dumps(dict(backend)) if backend is not None else None,
+                    json.dumps(dict(run_options)) if run_options is not None else None,
                 ),
             )
         logs.mkdir(parents=True, exist_ok=True, mode=0o700)
