@@ -19,10 +19,12 @@ first N hosts with each contestant, taking turns at going first:
 - cold (with --cold): distproc as above without its warm agent
   (DISTPROC_AGENT_IDLE_SECONDS=0): an agent process started on every host for every job.
 - forkserver (with --forkserver): distproc as above through its coordinator
-  fork-server (DISTPROC_FORKSERVER=1; the warm-up starts the server): the
-  command hands the job to a process that has imported the run path already.
-  Its CPU is the command's own plus the served child's (the server's reaped
-  children's CPU, read from /proc before and after).
+  fork-server (DISTPROC_FORKSERVER=1; the warm-up starts the server and its
+  connection keeper): the command hands the job to a process that has
+  imported the run path already, whose channels to the hosts' warm agents
+  ride on SSH connections the keeper keeps open. Its CPU is the command's own
+  plus the served child's (the server's reaped children's CPU) plus the
+  keeper's, each read from /proc before and after.
 
 distproc's critical path comes from its store's events: when its first
 connection began, and when the last host had connected and had its agent ready.
@@ -125,15 +127,27 @@ class Bench:
                 return int(line.split("serving pid=")[1].split()[0])
         return None
 
+    def keeper_pid(self) -> int | None:
+        """The connection keeper's (distproc/hosts/transport/keeper.py), started by a served command."""
+        from distproc.forkserver.client import fingerprint
+
+        log = self.home / "run" / "distproc" / f"keeper-{fingerprint()}.log"
+        for line in log.read_text().splitlines() if log.exists() else []:
+            if " serving pid=" in line:
+                return int(line.split("serving pid=")[1].split()[0])
+        return None
+
     def start_forkserver(self, n: int) -> None:
-        """Warm-up: the first command starts the server in the background; wait until it serves."""
-        self.distproc(n, self.forkserver_env())
-        deadline = time.monotonic() + 60
-        while self.forkserver_pid() is None:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the fork-server did not start within 60 s")
-            time.sleep(0.05)
-        self.distproc(n, self.forkserver_env())  # served: its child's first job
+        """Warm-up: the first command starts the server in the background; wait until it serves.
+        Its first served command starts the connection keeper; the next one has it connect."""
+        for started in (self.forkserver_pid, self.keeper_pid):
+            self.distproc(n, self.forkserver_env())  # in-process, then served: each starts the next
+            deadline = time.monotonic() + 60
+            while started() is None:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{started.__name__} found nothing within 60 s")
+                time.sleep(0.05)
+        self.distproc(n, self.forkserver_env())  # the keeper connects to every host
 
     def stop_forkserver(self) -> None:
         for log in (self.home / "run" / "distproc").glob("fs-*.log"):
@@ -152,9 +166,13 @@ class Bench:
             pid = self.forkserver_pid()
             assert pid is not None
 
+        keeper = self.keeper_pid()
+
         def children_cpu() -> float:
             stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            return (int(stat[13]) + int(stat[14])) / CLK_TCK
+            # The connection keeper's own CPU (its handshakes, the bytes it relays) counts too.
+            kept = Path(f"/proc/{keeper}/stat").read_text().rsplit(")", 1)[1].split() if keeper else None
+            return (int(stat[13]) + int(stat[14]) + (int(kept[11]) + int(kept[12]) if kept else 0)) / CLK_TCK
 
         served, before = len(self.forkserver_log()), children_cpu()
         r = self.distproc(n, self.forkserver_env())

@@ -12,7 +12,8 @@ exec on the machine, as root) and counts each new process or thread on the
 side it was born under, by ancestry:
 
 - coordinator: the command this script starts and all it starts (pdsh's ssh),
-  and, through the fork-server, the server's child that ran the job;
+  and, through the fork-server, the server's child that ran the job and the
+  connection keeper;
 - sshd: h1's sshd and all it starts (a cold agent, the shell, the docker CLI);
 - agent: h1's warm agent and all it forks (each call, each job's runner);
 - docker: h1's dockerd and containerd and all they start (shim, runc, the
@@ -178,9 +179,9 @@ def main() -> int:
                 k = rep % len(order)
                 for name in order[k:] + order[:k]:
                     roots = {os.getpid(): "coordinator"}
-                    server = bench.forkserver_pid()
-                    if server is not None:
-                        roots[server] = "coordinator"
+                    for server in (bench.forkserver_pid(), bench.keeper_pid()):
+                        if server is not None:
+                            roots[server] = "coordinator"
                     for pid in _pids_in_netns([netns]):
                         comm = _comm(pid)
                         if comm.startswith("sshd"):

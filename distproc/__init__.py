@@ -63,7 +63,7 @@ if TYPE_CHECKING:
     from .spec import JobSpec, load_job, parse_job
     from .store.db import Store
 
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
     "AgentError",

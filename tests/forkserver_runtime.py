@@ -41,6 +41,11 @@ class Runtime:
     def socket(self) -> Path:
         return client.socket_path(self.folder, client.fingerprint())
 
+    def keeper_log(self) -> list[str]:
+        """The connection keeper's log (hosts/transport/keeper.py): one line per connection and channel."""
+        path = self.folder / f"keeper-{client.fingerprint()}.log"
+        return path.read_text().splitlines() if path.exists() else []
+
     def log(self) -> list[str]:
         path = self.socket().with_suffix(".log")
         return path.read_text().splitlines() if path.exists() else []
@@ -97,8 +102,9 @@ def private_runtime() -> Iterator[Runtime]:
             proc.wait(timeout=30)
             if proc.stdout is not None:
                 proc.stdout.close()
-        # Servers a client started are not our children, and may still be importing (not yet
-        # logging): each is found by its socket's path, under this test's own folder, in its argv.
+        # Servers and connection keepers a command started are not our children, and may still be
+        # importing (not yet logging): each is found by its socket's path, under this test's own
+        # folder, in its argv.
         for pid in _servers_under(rt.base):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
@@ -114,6 +120,7 @@ def _servers_under(base: Path) -> list[int]:
             argv = (proc / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue  # gone meanwhile
-        if b"distproc.forkserver.server" in argv and any(a.startswith(os.fsencode(base) + b"/") for a in argv):
+        ours = b"distproc.forkserver.server" in argv or b"distproc.hosts.transport.keeper" in argv
+        if ours and any(a.startswith(os.fsencode(base) + b"/") for a in argv):
             found.append(int(proc.name))
     return found

@@ -204,28 +204,42 @@ def _state(pid: int) -> str:
 def test_ctrl_z_stops_the_command_with_its_client_and_fg_continues_both(runtime: Runtime, tmp_path: Path) -> None:
     """In-process, Ctrl-Z stops the command. Through the server the command is another
     process, outside the terminal's process group: the client stops it, then itself, and
-    continues it when continued."""
+    continues it when continued.
+
+    The client runs in a process group of its own, as a shell's job does: in a group with
+    no parent outside it in its session (orphaned, as pytest's own may be under CI), the
+    kernel discards the stop signals, and Ctrl-Z could not stop anything."""
     _following_job(runtime)
     runtime.start_server()
     proc = subprocess.Popen(
-        [DISTPROC, "logs", "follow", "--follow"], env=runtime.env(), stdout=subprocess.PIPE, text=True
+        [DISTPROC, "logs", "follow", "--follow"],
+        env=runtime.env(),
+        stdout=subprocess.PIPE,
+        text=True,
+        process_group=0,
     )
     assert proc.stdout is not None
-    with proc.stdout:
-        assert proc.stdout.readline() == "[algo-1] a line\n"  # served, and following
-        [child] = [int(line.split("child pid=")[1].split()[0]) for line in runtime.log() if " argv=" in line]
-        proc.send_signal(signal.SIGTSTP)
-        _wait_for(lambda: _state(proc.pid) == "T" and _state(child) == "T", "the client and its command to stop")
-        proc.send_signal(signal.SIGCONT)
-        _wait_for(lambda: _state(proc.pid) != "T" and _state(child) != "T", "both to continue")
-        store = Store(runtime.base / "home")
-        with store.log_path("follow", "algo-1").open("a") as log:
-            log.write("after fg\n")
-        store.close()
-        assert proc.stdout.readline() == "[algo-1] after fg\n"  # the command runs again
-        proc.send_signal(signal.SIGINT)
-        assert proc.stdout.read() == ""
-    assert proc.wait(timeout=60) == 0
+    try:
+        with proc.stdout:
+            assert proc.stdout.readline() == "[algo-1] a line\n"  # served, and following
+            [child] = [int(line.split("child pid=")[1].split()[0]) for line in runtime.log() if " argv=" in line]
+            proc.send_signal(signal.SIGTSTP)
+            _wait_for(lambda: _state(proc.pid) == "T" and _state(child) == "T", "the client and its command to stop")
+            proc.send_signal(signal.SIGCONT)
+            _wait_for(lambda: _state(proc.pid) != "T" and _state(child) != "T", "both to continue")
+            store = Store(runtime.base / "home")
+            with store.log_path("follow", "algo-1").open("a") as log:
+                log.write("after fg\n")
+            store.close()
+            assert proc.stdout.readline() == "[algo-1] after fg\n"  # the command runs again
+            proc.send_signal(signal.SIGINT)
+            assert proc.stdout.read() == ""
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)
+            proc.kill()
+            proc.wait(timeout=60)
 
 
 def test_a_stopped_server_lets_its_running_commands_finish(runtime: Runtime) -> None:

@@ -64,7 +64,7 @@ class FleetBackend(Backend):
             async with window:
                 started = time.time()
                 try:
-                    await transport.connect()
+                    await transport.reachable()
                     connected = time.time()
                     answer, sent = await session.claim(job.name, host.name)
                 except DistprocError as exc:

@@ -32,7 +32,7 @@ import sys
 import zlib
 from pathlib import Path
 
-from .. import __version__
+from ..version import __version__
 
 ENV_ON = "DISTPROC_FORKSERVER"
 ENV_IDLE = "DISTPROC_FORKSERVER_IDLE_SECONDS"

@@ -78,6 +78,11 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     async def connect(self) -> None: ...
 
+    async def reachable(self) -> None:
+        """Before a job's first step on the host: connect, unless the first step is served
+        without this transport's own connection (SSH's kept connections: keeper.py)."""
+        await self.connect()
+
     @abc.abstractmethod
     async def open(self, argv: Sequence[str]) -> Channel: ...
 

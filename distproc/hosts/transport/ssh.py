@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import os
 import re
@@ -27,6 +28,7 @@ with quick_library_lookup():
 import structlog
 
 from ...errors import ConnectionError_, HostKeyError
+from . import kept
 from .agentsocket import AgentSocketChannel
 from .base import Channel, CommandResult, Transport, cancel_quietly, collect_tail
 
@@ -41,6 +43,8 @@ PREFERRED_CIPHERS = "^aes128-gcm@openssh.com,aes256-gcm@openssh.com"
 # Unanswered keepalives before a connection counts as dead. asyncssh drops it at
 # the keepalive after this many unanswered, so 3 to 4 intervals after the last packet.
 KEEPALIVE_COUNT_MAX = 3
+#: What reading or writing a channel's streams may raise when its connection goes.
+STREAM_ERRORS: tuple[type[BaseException], ...] = (asyncssh.Error, OSError, BrokenPipeError)
 
 
 @functools.lru_cache(maxsize=8)
@@ -244,9 +248,20 @@ class SSHTransport(Transport):
                 await asyncio.sleep(delay)
                 delay *= 2
 
+    async def reachable(self) -> None:
+        # With a keeper serving, a warm host's first step (the claim) rides on its kept
+        # connection: this transport connects only if a step needs it (open_socket's fallback,
+        # an exec channel), and an unreachable host is reported by that connect.
+        if self._conn is None and kept.wanted() and kept.serving():
+            return
+        await self.connect()
+
     def lost(self, exc: BaseException) -> ConnectionError_:
         self._conn = None
         return ConnectionError_(self.name, f"connection lost: {exc}")
+
+    def _relay_lost(self, exc: BaseException) -> ConnectionError_:
+        return ConnectionError_(self.name, f"connection lost (kept connection): {exc}")
 
     async def open(self, argv: Sequence[str]) -> Channel:
         await self.connect()
@@ -268,10 +283,25 @@ class SSHTransport(Transport):
         """
         if self._no_sockets:
             return None
+        if kept.wanted():
+            # A relayed channel that breaks says so without dropping this transport's own connection.
+            relayed = await kept.open_socket(dataclasses.asdict(self.target), path, argv, self._relay_lost)
+            if not isinstance(relayed, kept.Unavailable):
+                return relayed
+        streams = await self.open_stream(path)
+        if streams is None:
+            return None
+        reader, writer = streams
+        return AgentSocketChannel(tuple(argv), reader, writer, self.lost, STREAM_ERRORS)
+
+    async def open_stream(self, path: str) -> tuple[Any, Any] | None:
+        """The reader and writer of a `direct-streamlocal` channel to `path`; None where the host refuses it."""
+        if self._no_sockets:
+            return None
         await self.connect()
         assert self._conn is not None
         try:
-            reader, writer = await self._conn.open_unix_connection(path)
+            return await self._conn.open_unix_connection(path)
         except asyncssh.ChannelOpenError as exc:
             if exc.code == asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED:
                 self._no_sockets = True
@@ -279,7 +309,6 @@ class SSHTransport(Transport):
             return None
         except (asyncssh.Error, OSError) as exc:
             raise self.lost(exc) from exc
-        return AgentSocketChannel(tuple(argv), reader, writer, self.lost, (asyncssh.Error, OSError, BrokenPipeError))
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None
