@@ -5,11 +5,13 @@
 Builds the namespace test cluster, then:
 
 1. Per host, exactly: host h1's sshd (with every process it starts: the
-   shell, distproc's agent or the docker CLI) goes into one cpuacct cgroup,
+   shell, distproc's agent or the docker CLI, and the session of the
+   fork-server's kept connection) goes into one cpuacct cgroup,
    distproc's warm agent (started by the warm-up round) with all it forks into
    a second, its dockerd and containerd into a third. A one-host no-op job (`true` in
-   `distproc-test:busybox`) runs --repeats times with each tool, taking
-   turns; each cgroup's CPU is read before the run and 1.5 s after it (so
+   `distproc-test:busybox`) runs --repeats times with each tool (distproc
+   also through its fork-server, whose jobs ride on a kept connection),
+   taking turns; each cgroup's CPU is read before the run and 1.5 s after it (so
    the container's removal, `--rm` for pdsh and ssh, is counted too).
 2. Start costs, on this machine: `python3 -c pass`, the imports of the
    agent's modules (the agent as shipped, unpacked and byte-compiled), and
@@ -136,7 +138,7 @@ def main() -> int:
     cfg.validate()
     pdsh = ensure_pdsh()
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "distproc")], check=True)
-    per_job: dict[str, list[dict[str, float]]] = {"distproc": [], "pdsh": [], "ssh": []}
+    per_job: dict[str, list[dict[str, float]]] = {"distproc": [], "distproc fork-server": [], "pdsh": [], "ssh": []}
     machine: dict[str, list[float]] = {"distproc": [], "pdsh": []}
     with tempfile.TemporaryDirectory(prefix="bench-hostcpu-") as tmp, running_cluster(cfg) as cluster:
         bench = Bench(cluster, Path(tmp), pdsh)
@@ -147,9 +149,15 @@ def main() -> int:
             groups.adopt(_pids_in_netns([cluster.hosts[0].netns]))
             bench.distproc(1)  # the warm-up also starts h1's warm agent, under sshd: moved to "agent"
             bench.pdsh_run(1)
+            bench.start_forkserver(1)  # and the connection keeper, whose sshd session on h1 counts as "ssh"
             netns = cluster.hosts[0].netns
             groups.adopt([p for p in _pids_in_netns([netns]) if _comm(p).startswith("python")])
-            runners = {"distproc": bench.distproc, "pdsh": bench.pdsh_run, "ssh": bench.ssh_run}
+            runners = {
+                "distproc": bench.distproc,
+                "distproc fork-server": bench.forkserver,
+                "pdsh": bench.pdsh_run,
+                "ssh": bench.ssh_run,
+            }
             for rep in range(args.repeats):
                 order = list(runners)
                 k = rep % len(order)
