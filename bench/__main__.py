@@ -1,6 +1,6 @@
 """Every benchmark in docs/benchmarks.md, one after the other, with one command:
 
-    .venv/bin/python -m bench            # about 45 minutes on a 2-core machine
+    .venv/bin/python -m bench            # about 50 minutes on a 2-core machine
 
 Each script builds the namespace test cluster it needs (bench.startup needs
 none), installs the tool it is compared with (aws CLI, pdsh) if missing, prints
@@ -12,7 +12,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-SCRIPTS = ("bench.startup", "bench.staging", "bench.launch", "bench.hostcpu", "bench.procs")
+SCRIPTS = ("bench.startup", "bench.staging", "bench.launch", "bench.hostcpu", "bench.procs", "bench.dockerside")
 # What docs/benchmarks.md's current tables add to a script's defaults.
 EXTRA = {"bench.launch": ["--cold", "--forkserver"]}
 
