@@ -89,6 +89,21 @@ class Runtime:
         return int(ready.split()[1])
 
 
+def run_hello_served(runtime: Runtime, home: Path, inventory: Path, job: Path) -> subprocess.CompletedProcess[str]:
+    """`distproc run` of `job` as a user with the fork-server on (this runtime folder, job store at home)."""
+    return subprocess.run(
+        [DISTPROC, "run", "--inventory", str(inventory), str(job)],
+        env=runtime.env(DISTPROC_HOME=str(home)),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+
+
+#: A job's entrypoint that says where it ran.
+HELLO = ["python3", "-c", "print('hello from', __import__('socket').gethostname())"]
+
+
 @contextlib.contextmanager
 def private_runtime() -> Iterator[Runtime]:
     """Short, under /tmp: a Unix socket's path is limited to 108 bytes."""

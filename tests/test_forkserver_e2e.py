@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from tests.cluster.jobs import Env, job_doc, running_everywhere, wait_until
-from tests.forkserver_runtime import DISTPROC, private_runtime
+from tests.forkserver_runtime import DISTPROC, HELLO, private_runtime, run_hello_served
 
 pytestmark = pytest.mark.cluster
 
@@ -18,16 +18,8 @@ pytestmark = pytest.mark.cluster
 def test_a_job_run_through_the_fork_server_completes(env: Env) -> None:
     with private_runtime() as runtime:
         runtime.start_server(runtime.env(DISTPROC_HOME=str(env.home)))
-        doc = job_doc(
-            "viafork", entrypoint=["python3", "-c", "print('hello from', __import__('socket').gethostname())"]
-        )
-        result = subprocess.run(
-            [DISTPROC, "run", "--inventory", str(env.inventory), str(env.write_job(doc))],
-            env=runtime.env(DISTPROC_HOME=str(env.home)),
-            capture_output=True,
-            text=True,
-            timeout=240,
-        )
+        job = env.write_job(job_doc("viafork", entrypoint=HELLO))
+        result = run_hello_served(runtime, env.home, env.inventory, job)
         assert result.returncode == 0, result.stderr
         assert "viafork: Completed" in result.stdout + result.stderr
         assert runtime.served() == [f'["run", "--inventory", "{env.inventory}", "{env.data / "viafork.json"}"]']

@@ -9,13 +9,12 @@ from __future__ import annotations
 import os
 import signal
 import stat
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.cluster.jobs import Env, job_doc, wait_until
-from tests.forkserver_runtime import DISTPROC, Runtime, private_runtime
+from tests.forkserver_runtime import HELLO, Runtime, private_runtime, run_hello_served
 
 pytestmark = pytest.mark.cluster
 
@@ -29,14 +28,7 @@ def _accepted(env: Env) -> dict[str, int]:
 
 
 def _run(env: Env, runtime: Runtime, name: str) -> None:
-    doc = job_doc(name, entrypoint=["python3", "-c", "print('hello from', __import__('socket').gethostname())"])
-    result = subprocess.run(
-        [DISTPROC, "run", "--inventory", str(env.inventory), str(env.write_job(doc))],
-        env=runtime.env(DISTPROC_HOME=str(env.home)),
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    result = run_hello_served(runtime, env.home, env.inventory, env.write_job(job_doc(name, entrypoint=HELLO)))
     assert result.returncode == 0, result.stderr
     assert [h["Status"] for h in env.describe(name)["Distproc"]["Hosts"]] == ["Completed"] * 3
 

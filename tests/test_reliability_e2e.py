@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -31,6 +32,20 @@ def _release(cluster: Cluster, job: str) -> None:
         (code / "release").write_text("")
 
 
+def _start_held(env: Env, cluster: Cluster, name: str, out_dir: Path, *run_args: str) -> subprocess.Popen[str]:
+    """`distproc run [run_args]` of a HOLD job with its output to out_dir, once its containers run everywhere."""
+    entry, code_input = env.script(name, HOLD)
+    doc = job_doc(
+        name,
+        entrypoint=entry,
+        inputs=[code_input],
+        outputs=[file_output("o", str(out_dir), "/opt/ml/processing/output/o")],
+    )
+    run = env.start("run", *run_args, "-i", str(env.inventory), str(env.write_job(doc)))
+    wait_until(running_everywhere(cluster, name), "containers to run", process=run)
+    return run
+
+
 def _kill_coordinator(run: subprocess.Popen[str]) -> None:
     run.send_signal(signal.SIGKILL)
     run.communicate(timeout=30)
@@ -38,16 +53,8 @@ def _kill_coordinator(run: subprocess.Popen[str]) -> None:
 
 def test_a_killed_coordinator_is_taken_over_by_attach(env: Env, cluster: Cluster) -> None:
     """SIGKILL on `run`: containers carry on, describe points at attach, attach finishes and records the job."""
-    entry, code_input = env.script("crash", HOLD)
     out_dir = env.data / "out"
-    doc = job_doc(
-        "crash",
-        entrypoint=entry,
-        inputs=[code_input],
-        outputs=[file_output("o", str(out_dir), "/opt/ml/processing/output/o")],
-    )
-    run = env.start("run", "-i", str(env.inventory), str(env.write_job(doc)))
-    wait_until(running_everywhere(cluster, "crash"), "containers to run", process=run)
+    run = _start_held(env, cluster, "crash", out_dir)
     wait_until(lambda: env.cli("logs", "crash").stdout.count("waiting") == 3, "the output to reach the log files")
     _kill_coordinator(run)
 
@@ -82,16 +89,7 @@ def test_a_killed_coordinator_is_taken_over_by_attach(env: Env, cluster: Cluster
 def test_attach_carries_on_with_the_runs_options(env: Env, cluster: Cluster) -> None:
     """`run --stop-grace 3`, then SIGKILL: the attach that takes the job over stops it on Ctrl-C
     with the run's 3 s grace, not its own default (the job store keeps how `run` was asked to run it)."""
-    entry, code_input = env.script("graced", HOLD)
-    out_dir = env.data / "graced-out"
-    doc = job_doc(
-        "graced",
-        entrypoint=entry,
-        inputs=[code_input],
-        outputs=[file_output("o", str(out_dir), "/opt/ml/processing/output/o")],
-    )
-    run = env.start("run", "--stop-grace", "3", "-i", str(env.inventory), str(env.write_job(doc)))
-    wait_until(running_everywhere(cluster, "graced"), "containers to run", process=run)
+    run = _start_held(env, cluster, "graced", env.data / "graced-out", "--stop-grace", "3")
     _kill_coordinator(run)
 
     attach = env.start("attach", "graced")

@@ -216,3 +216,25 @@ def test_a_lease_is_never_taken_over_on_a_shared_node_or_when_it_names_no_job(
     busy = ClaimAnswer(False, Lease(holder_job, "sl1"))
     assert asyncio.run(backend._clear_stale_lease("7", "sl1", session, busy)) is False
     assert counting.opened == 0  # not even Slurm was asked: nothing on the node was touched
+
+
+def test_slurm_durations_read_as_seconds() -> None:
+    from distproc.backends.slurm.backend import slurm_seconds
+
+    assert [slurm_seconds(t) for t in ("00:01:00", "05:03", "1-02:00:00", "2-0:0:1")] == [60, 303, 93600, 172801]
+    assert [slurm_seconds(t) for t in ("UNLIMITED", "INVALID", "", "1-x:00:00", "1:2:3:4")] == [None] * 5
+
+
+def test_a_job_slurmstepd_ended_at_its_time_limit_counts_as_timed_out() -> None:
+    """Slurm records FAILED when slurmstepd ends the batch step at the limit before slurmctld's
+    own check marks the job TIMEOUT (seen under load in the test cluster): still its time limit."""
+    from distproc.backends.slurm.backend import ended_at_its_time_limit
+
+    shortened = {"JobState": "FAILED", "ExitCode": "143:0", "TimeLimit": "00:01:00", "RunTime": "00:00:05"}
+    assert ended_at_its_time_limit(shortened)
+    assert ended_at_its_time_limit({**shortened, "ExitCode": "0:9", "TimeLimit": "01:00:00", "RunTime": "00:59:30"})
+    # Its own failure, a failure long before the limit, or another state: not the time limit.
+    assert not ended_at_its_time_limit({**shortened, "ExitCode": "1:0"})
+    assert not ended_at_its_time_limit({**shortened, "TimeLimit": "01:00:00"})
+    assert not ended_at_its_time_limit({**shortened, "JobState": "CANCELLED"})
+    assert not ended_at_its_time_limit({**shortened, "TimeLimit": "UNLIMITED"})

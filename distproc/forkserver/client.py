@@ -22,6 +22,7 @@ here (tests/test_cli_conventions.py keeps the light commands light).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -31,6 +32,7 @@ import struct
 import sys
 import zlib
 from pathlib import Path
+from typing import TextIO
 
 from ..version import __version__
 
@@ -131,12 +133,18 @@ _SERVER_ENV_PREFIXES = ("PYTHON", "LANG", "LC_", "DISTPROC_FORKSERVER", "PATH", 
 
 
 def start_server(path: Path, print_: str) -> None:
-    """The server in the background: its own session, stdio on /dev/null, no signal blocked.
-    It is not waited for: it outlives this command (a zombie only until the command exits)."""
+    """The server in the background (spawn_detached)."""
+    spawn_detached(["-m", "distproc.forkserver.server", str(path), print_], _SERVER_ENV_PREFIXES)
+
+
+def spawn_detached(args: list[str], env_prefixes: tuple[str, ...]) -> None:
+    """`python ARGS` in the background: its own session, stdio on /dev/null, no signal blocked,
+    only the environment variables whose names start with one of env_prefixes. It is not
+    waited for: it outlives this command (a zombie only until the command exits)."""
     os.posix_spawn(
         sys.executable,
-        [sys.executable, "-m", "distproc.forkserver.server", str(path), print_],
-        {k: v for k, v in os.environ.items() if k.startswith(_SERVER_ENV_PREFIXES)},
+        [sys.executable, *args],
+        {k: v for k, v in os.environ.items() if k.startswith(env_prefixes)},
         file_actions=[
             (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
             (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
@@ -145,6 +153,21 @@ def start_server(path: Path, print_: str) -> None:
         setsid=True,
         setsigmask=(),
     )
+
+
+def claim_socket_folder(path: Path) -> tuple[int, TextIO] | None:
+    """For the process that will serve on `path`: the lock beside it (held while it lives: one
+    process per socket name) and its log, opened afresh; None if another one holds the lock."""
+    directory = private_dir(path.parent)
+    stem = path.name.removesuffix(".sock")
+    lock = os.open(directory / f"{stem}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(lock)
+        return None  # another one of this version is starting or serving
+    log_fd = os.open(directory / f"{stem}.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    return lock, os.fdopen(log_fd, "w", encoding="utf-8")
 
 
 class _Lines:

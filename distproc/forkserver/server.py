@@ -19,7 +19,6 @@ socket (0600), for whoever wonders what the server did.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import gc
 import importlib
 import io
@@ -391,15 +390,10 @@ def main(argv: list[str]) -> int:
     if client.fingerprint() != expected:
         return 2  # the client saw other sources than this interpreter imports
     os.chdir("/")
-    directory = client.private_dir(path.parent)
-    stem = path.name.removesuffix(".sock")
-    lock = os.open(directory / f"{stem}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    claimed = client.claim_socket_folder(path)
+    if claimed is None:
         return 0  # another server of this version is starting or serving
-    log_fd = os.open(directory / f"{stem}.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    log = os.fdopen(log_fd, "w", encoding="utf-8")
+    _lock, log = claimed
     for problem in _preload():
         log.write(f"preload failed: {problem}\n")
     # The imported modules are never freed: keep the collector off their pages so the

@@ -58,6 +58,8 @@ _JOB_NAME = re.compile(r"[A-Za-z0-9](-*[A-Za-z0-9]){0,62}")
 #: The step that holds each node for as long as the allocation lives; the
 #: agents' own steps run beside it (--overlap). Slurm's time limit or scancel ends it.
 HOLD_COMMAND = ("sleep", "infinity")
+#: A batch step's ExitCode (code:signal) when it was ended by SIGTERM or, after KillWait, SIGKILL.
+_TERMINATED = frozenset({"143:0", "0:15", "137:0", "0:9"})
 _ENDED = frozenset({"CANCELLED", "COMPLETED", "FAILED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE"})
 
 
@@ -241,6 +243,8 @@ class SlurmBackend(Backend):
         state = job.get("JobState", "")
         if state == "COMPLETING":  # on its way out: Slurm's reason says why
             state = {"TimeLimit": "TIMEOUT", "NodeDown": "NODE_FAIL"}.get(job.get("Reason", ""), state)
+        elif ended_at_its_time_limit(job):
+            state = "TIMEOUT"
         elif state == "RUNNING" and await self._past(job.get("EndTime", "")):
             # Its time is up and Slurm's signals have reached the node before the job's state says so.
             state = "TIMEOUT"
@@ -453,3 +457,31 @@ class SlurmBackend(Backend):
                     with contextlib.suppress(DistprocError):
                         await self.cancel(transport.job_id)
             await transport.close()
+
+
+def slurm_seconds(text: str) -> int | None:
+    """Slurm's [DAYS-]HH:MM:SS (or MM:SS) as seconds; None for UNLIMITED, INVALID or anything else."""
+    days, _, clock = text.rpartition("-")
+    parts = clock.split(":")
+    if not (days == "" or days.isdigit()) or not 2 <= len(parts) <= 3 or not all(p.isdigit() for p in parts):
+        return None
+    seconds = 0
+    for part in parts:
+        seconds = seconds * 60 + int(part)
+    return seconds + int(days or 0) * 86400
+
+
+def ended_at_its_time_limit(job: dict[str, str]) -> bool:
+    """A job Slurm recorded FAILED that its time limit ended all the same.
+
+    slurmstepd enforces the time limit on the job's steps itself, and may end
+    the batch step (SIGTERM: exit code 143) before slurmctld's own check, up
+    to 30 s later, marks the job TIMEOUT; Slurm then records FAILED
+    (NonZeroExitCode). Seen that way: a batch step ended by a signal, in the
+    last minute of the job's time limit (Slurm counts limits in minutes, so a
+    limit shortened with `scontrol update EndTime=...` is rounded up to one).
+    """
+    if job.get("JobState") != "FAILED" or job.get("ExitCode") not in _TERMINATED:
+        return False
+    limit, ran = slurm_seconds(job.get("TimeLimit", "")), slurm_seconds(job.get("RunTime", ""))
+    return limit is not None and ran is not None and ran >= limit - 60

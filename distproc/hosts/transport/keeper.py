@@ -34,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import fcntl
 import json
 import os
 import signal
@@ -46,7 +45,7 @@ from typing import Any
 
 from ...errors import ConnectionError_
 from ...forkserver import client
-from .kept import MAX_REQUEST, STREAM_ERRORS, idle_seconds, peer
+from .kept import MAX_REQUEST, STREAM_ERRORS, idle_seconds
 from .ssh import SSHTarget, SSHTransport
 
 RELAY_CHUNK = 65536
@@ -83,7 +82,7 @@ class Keeper:
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.open_channels += 1
         try:
-            if peer(writer.get_extra_info("socket"))[1] != os.getuid():
+            if client.peer_uid(writer.get_extra_info("socket")) != os.getuid():
                 return  # not ours: say nothing
             try:
                 line = await asyncio.wait_for(reader.readline(), 5.0)
@@ -234,15 +233,11 @@ def main(argv: list[str]) -> int:
         return 2
     path = Path(argv[1])
     os.chdir("/")
-    directory = client.private_dir(path.parent)
-    stem = path.name.removesuffix(".sock")
-    lock = os.open(directory / f"{stem}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    claimed = client.claim_socket_folder(path)
+    if claimed is None:
         return 0  # another keeper of this version is starting or serving
-    log_fd = os.open(directory / f"{stem}.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    with os.fdopen(log_fd, "w", encoding="utf-8") as log:
+    _lock, log = claimed
+    with log:
         for sig in (signal.SIGHUP, signal.SIGINT):
             signal.signal(sig, signal.SIG_IGN)
         asyncio.run(Keeper(path, log).serve(idle_seconds()))

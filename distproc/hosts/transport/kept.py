@@ -13,9 +13,6 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
-import struct
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -115,8 +112,7 @@ async def open_socket(
     except OSError:
         return UNAVAILABLE
     try:
-        sock = writer.get_extra_info("socket")
-        if peer(sock)[1] != os.getuid():
+        if client.peer_uid(writer.get_extra_info("socket")) != os.getuid():
             writer.close()
             return UNAVAILABLE
         request = {"target": dict(target), "socket": path, "agent": os.environ.get("SSH_AUTH_SOCK")}
@@ -137,27 +133,10 @@ async def open_socket(
 
 
 def _start(where: Path) -> None:
-    """The keeper in the background, once per command: its own session, stdio on /dev/null."""
+    """The keeper in the background, once per command."""
     global _started
     if _started:
         return
     _started = True
     with contextlib.suppress(OSError):
-        os.posix_spawn(
-            sys.executable,
-            [sys.executable, "-m", "distproc.hosts.transport.keeper", str(where)],
-            {k: v for k, v in os.environ.items() if k.startswith(_KEEPER_ENV_PREFIXES)},
-            file_actions=[
-                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
-                (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0),
-            ],
-            setsid=True,
-            setsigmask=(),
-        )
-
-
-def peer(sock: socket.socket) -> tuple[int, int]:
-    """The (pid, uid) at the other end of a Unix socket."""
-    pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
-    return int(pid), int(uid)
+        client.spawn_detached(["-m", "distproc.hosts.transport.keeper", str(where)], _KEEPER_ENV_PREFIXES)
