@@ -238,3 +238,40 @@ def test_a_job_slurmstepd_ended_at_its_time_limit_counts_as_timed_out() -> None:
     assert not ended_at_its_time_limit({**shortened, "TimeLimit": "01:00:00"})
     assert not ended_at_its_time_limit({**shortened, "JobState": "CANCELLED"})
     assert not ended_at_its_time_limit({**shortened, "TimeLimit": "UNLIMITED"})
+
+
+@pytest.mark.parametrize(
+    ("scancel_exit", "now", "said"),
+    [
+        # Pending when stop came: scancelled, Slurm says CANCELLED.
+        (0, "CANCELLED", "cancelled Slurm job 22 while it was pending in the queue"),
+        # It got its nodes just before: scancel --state=PENDING fails ("Invalid job id specified"),
+        # and the stop goes to the nodes instead of failing (`distproc stop` exited 4 before).
+        (1, "RUNNING", None),
+    ],
+)
+def test_stop_of_a_queued_job_that_just_started_goes_to_its_nodes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scancel_exit: int, now: str, said: str | None
+) -> None:
+    # Stand-ins for scancel and scontrol: the race (the job leaving the queue between a look
+    # and the cancel) cannot be had on cue from a real Slurm.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scancel").write_text(
+        f"#!/bin/sh\n[ {scancel_exit} = 0 ] || echo 'scancel: error: Kill job error on job id 22: "
+        f"Invalid job id specified' >&2\nexit {scancel_exit}\n"
+    )
+    (bin_dir / "scontrol").write_text(f"#!/bin/sh\necho 'JobId=22 JobName=j JobState={now} Reason=None'\n")
+    for tool in ("scancel", "scontrol"):
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{Path('/usr/bin')}:{Path('/bin')}")
+    backend = SlurmBackend(inventory(tmp_path))
+    backend._slurm_job["j"] = "22"  # as acquire records it once sbatch answers
+
+    async def scenario() -> str | None:
+        try:
+            return await backend.cancel_queued("j")
+        finally:
+            await backend.close()
+
+    assert asyncio.run(scenario()) == said

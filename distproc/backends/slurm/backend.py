@@ -164,8 +164,16 @@ class SlurmBackend(Backend):
         job_id = self._slurm_job.get(job)
         if job_id is None:
             return None
-        await self._run(["scancel", "--state=PENDING", job_id])
-        if (await self.state(job_id)).get("JobState", "") in ("CANCELLED", ""):
+        try:
+            await self._run(["scancel", "--state=PENDING", job_id])
+        except RemoteCommandError:
+            # Not pending any more: scancel then fails ("Invalid job id specified"), and what
+            # the job is now decides, as when it started between sbatch's answer and this call.
+            scancelled = False
+        else:
+            scancelled = True
+        state = (await self.state(job_id)).get("JobState", "")
+        if state == "CANCELLED" or (scancelled and state == ""):
             return f"cancelled Slurm job {job_id} while it was pending in the queue"
         return None  # it got its nodes first: the stop goes to them
 
