@@ -275,3 +275,34 @@ def test_stop_of_a_queued_job_that_just_started_goes_to_its_nodes(
             await backend.close()
 
     assert asyncio.run(scenario()) == said
+
+
+def test_stop_asks_scancel_again_while_slurm_still_shows_the_job_pending(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scancel that fails while the job is still pending (seen on a loaded machine) is tried again."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    tried, done = tmp_path / "tried", tmp_path / "done"
+    (bin_dir / "scancel").write_text(
+        f"#!/bin/sh\nif [ ! -e {tried} ]; then touch {tried}; "
+        "echo 'scancel: error: Kill job error on job id 22: Invalid job id specified' >&2; exit 1; fi\n"
+        f"touch {done}\n"
+    )
+    (bin_dir / "scontrol").write_text(
+        f'#!/bin/sh\nif [ -e {done} ]; then s=CANCELLED; else s=PENDING; fi\necho "JobId=22 JobState=$s"\n'
+    )
+    for tool in ("scancel", "scontrol"):
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{Path('/usr/bin')}:{Path('/bin')}")
+    backend = SlurmBackend(inventory(tmp_path))
+    backend._slurm_job["j"] = "22"
+
+    async def scenario() -> str | None:
+        try:
+            return await backend.cancel_queued("j")
+        finally:
+            await backend.close()
+
+    assert asyncio.run(scenario()) == "cancelled Slurm job 22 while it was pending in the queue"
+    assert tried.exists() and done.exists()

@@ -58,6 +58,8 @@ _JOB_NAME = re.compile(r"[A-Za-z0-9](-*[A-Za-z0-9]){0,62}")
 #: The step that holds each node for as long as the allocation lives; the
 #: agents' own steps run beside it (--overlap). Slurm's time limit or scancel ends it.
 HOLD_COMMAND = ("sleep", "infinity")
+#: How often `distproc stop` asks scancel to cancel a job Slurm still shows pending.
+CANCEL_ATTEMPTS = 3
 #: A batch step's ExitCode (code:signal) when it was ended by SIGTERM or, after KillWait, SIGKILL.
 _TERMINATED = frozenset({"143:0", "0:15", "137:0", "0:9"})
 _ENDED = frozenset({"CANCELLED", "COMPLETED", "FAILED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE"})
@@ -164,17 +166,23 @@ class SlurmBackend(Backend):
         job_id = self._slurm_job.get(job)
         if job_id is None:
             return None
-        try:
-            await self._run(["scancel", "--state=PENDING", job_id])
-        except RemoteCommandError:
-            # Not pending any more: scancel then fails ("Invalid job id specified"), and what
-            # the job is now decides, as when it started between sbatch's answer and this call.
-            scancelled = False
-        else:
-            scancelled = True
-        state = (await self.state(job_id)).get("JobState", "")
-        if state == "CANCELLED" or (scancelled and state == ""):
-            return f"cancelled Slurm job {job_id} while it was pending in the queue"
+        for attempt in range(1, CANCEL_ATTEMPTS + 1):
+            try:
+                await self._run(["scancel", "--state=PENDING", job_id])
+            except RemoteCommandError as exc:
+                # scancel fails ("Invalid job id specified") when the job is not pending any
+                # more, and was seen to fail now and then on a loaded machine while it still
+                # was: what the job is now decides, and a job still pending is asked again.
+                scancelled, why = False, str(exc)
+            else:
+                scancelled, why = True, ""
+            state = (await self.state(job_id)).get("JobState", "")
+            if state == "CANCELLED" or (scancelled and state == ""):
+                return f"cancelled Slurm job {job_id} while it was pending in the queue"
+            if state != "PENDING" or attempt == CANCEL_ATTEMPTS:
+                break
+            log.info("scancel of a pending job failed; asking again", slurm_job=job_id, error=why[-200:])
+            await asyncio.sleep(0.5 * attempt)
         return None  # it got its nodes first: the stop goes to them
 
     async def close(self) -> None:
