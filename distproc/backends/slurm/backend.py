@@ -60,8 +60,6 @@ _JOB_NAME = re.compile(r"[A-Za-z0-9](-*[A-Za-z0-9]){0,62}")
 HOLD_COMMAND = ("sleep", "infinity")
 #: How often `distproc stop` asks scancel to cancel a job Slurm still shows pending.
 CANCEL_ATTEMPTS = 3
-#: A batch step's ExitCode (code:signal) when it was ended by SIGTERM or, after KillWait, SIGKILL.
-_TERMINATED = frozenset({"143:0", "0:15", "137:0", "0:9"})
 _ENDED = frozenset({"CANCELLED", "COMPLETED", "FAILED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE"})
 
 
@@ -257,10 +255,10 @@ class SlurmBackend(Backend):
             return None
         job = await self.state(job_id)
         state = job.get("JobState", "")
-        if state == "COMPLETING":  # on its way out: Slurm's reason says why
-            state = {"TimeLimit": "TIMEOUT", "NodeDown": "NODE_FAIL"}.get(job.get("Reason", ""), state)
-        elif ended_at_its_time_limit(job):
+        if ended_at_its_time_limit(job):
             state = "TIMEOUT"
+        elif state == "COMPLETING":  # on its way out: Slurm's reason says why
+            state = {"TimeLimit": "TIMEOUT", "NodeDown": "NODE_FAIL"}.get(job.get("Reason", ""), state)
         elif state == "RUNNING" and await self._past(job.get("EndTime", "")):
             # Its time is up and Slurm's signals have reached the node before the job's state says so.
             state = "TIMEOUT"
@@ -491,13 +489,16 @@ def ended_at_its_time_limit(job: dict[str, str]) -> bool:
     """A job Slurm recorded FAILED that its time limit ended all the same.
 
     slurmstepd enforces the time limit on the job's steps itself, and may end
-    the batch step (SIGTERM: exit code 143) before slurmctld's own check, up
-    to 30 s later, marks the job TIMEOUT; Slurm then records FAILED
-    (NonZeroExitCode). Seen that way: a batch step ended by a signal, in the
-    last minute of the job's time limit (Slurm counts limits in minutes, so a
-    limit shortened with `scontrol update EndTime=...` is rounded up to one).
+    the batch step before slurmctld's own check marks the job TIMEOUT; Slurm
+    then records FAILED (NonZeroExitCode, whatever code srun exited with).
+    Seen that way: a FAILED job that ran into the last minute of its time
+    limit (Slurm counts limits in minutes, so a limit shortened with
+    `scontrol update EndTime=...` is rounded up to one). Only asked of a job
+    whose node stopped answering (Backend.gone): a container's own failure
+    is reported by its agent first.
     """
-    if job.get("JobState") != "FAILED" or job.get("ExitCode") not in _TERMINATED:
+    state = job.get("JobState")
+    if not (state == "FAILED" or (state == "COMPLETING" and job.get("Reason") == "NonZeroExitCode")):
         return False
     limit, ran = slurm_seconds(job.get("TimeLimit", "")), slurm_seconds(job.get("RunTime", ""))
     return limit is not None and ran is not None and ran >= limit - 60
