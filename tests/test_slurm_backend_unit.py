@@ -149,6 +149,13 @@ def test_a_gpu_instance_types_nodes_ask_for_its_gpus_and_cpu_nodes_for_none(tmp_
     assert (backend.s3_endpoint_url, backend.aws_region) == ("http://198.19.90.1:9000", "eu-west-1")
 
 
+def first_on_path(bin_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stand-in Slurm clients written in bin_dir (shell scripts) made runnable and found first."""
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{Path('/usr/bin')}:{Path('/bin')}")
+
+
 def test_a_cancel_that_lands_while_sbatch_runs_still_cancels_the_job_sbatch_made(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -161,9 +168,7 @@ def test_a_cancel_that_lands_while_sbatch_runs_still_cancels_the_job_sbatch_made
         f"#!/bin/sh\ncat >/dev/null\ntouch {started}\nwhile [ ! -e {gate} ]; do sleep 0.05; done\necho '4242;c'\n"
     )
     (bin_dir / "scancel").write_text(f'#!/bin/sh\necho "$@" >> {cancelled}\n')
-    for tool in ("sbatch", "scancel"):
-        (bin_dir / tool).chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:{Path('/usr/bin')}:{Path('/bin')}")
+    first_on_path(bin_dir, monkeypatch)
     backend = SlurmBackend(inventory(tmp_path))
     job = parse_job(
         {
@@ -266,9 +271,7 @@ def test_stop_of_a_queued_job_that_just_started_goes_to_its_nodes(
         f"Invalid job id specified' >&2\nexit {scancel_exit}\n"
     )
     (bin_dir / "scontrol").write_text(f"#!/bin/sh\necho 'JobId=22 JobName=j JobState={now} Reason=None'\n")
-    for tool in ("scancel", "scontrol"):
-        (bin_dir / tool).chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:{Path('/usr/bin')}:{Path('/bin')}")
+    first_on_path(bin_dir, monkeypatch)
     backend = SlurmBackend(inventory(tmp_path))
     backend._slurm_job["j"] = "22"  # as acquire records it once sbatch answers
 
@@ -296,9 +299,7 @@ def test_stop_asks_scancel_again_while_slurm_still_shows_the_job_pending(
     (bin_dir / "scontrol").write_text(
         f'#!/bin/sh\nif [ -e {done} ]; then s=CANCELLED; else s=PENDING; fi\necho "JobId=22 JobState=$s"\n'
     )
-    for tool in ("scancel", "scontrol"):
-        (bin_dir / tool).chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:{Path('/usr/bin')}:{Path('/bin')}")
+    first_on_path(bin_dir, monkeypatch)
     backend = SlurmBackend(inventory(tmp_path))
     backend._slurm_job["j"] = "22"
 
