@@ -66,15 +66,17 @@ def _prepare(jobdir: JobDir, task: HostTask, launch: bool) -> int:
         shutil.rmtree(jobdir.root)
     os.makedirs(jobdir.root, mode=0o700)
     os.chmod(jobdir.root, 0o700)
-    files.write_atomic(jobdir.task, json.dumps(task.to_doc()).encode("utf-8"), 0o600)
+    files.write_atomic(jobdir.task, json.dumps(task.to_doc()).encode("utf-8"), 0o600, durable=False)
     config = jobdir.host_path("/opt/ml/config")
     os.makedirs(config)
     resource_config = dict(task.resource_config)
     if resource_config.get("network_interface_name", "") is None:
         own = dict(task.add_hosts).get(task.algo, "")
         resource_config["network_interface_name"] = netif.interface_for(own) or "eth0"
-    files.write_json_atomic(os.path.join(config, "resourceconfig.json"), resource_config)
-    files.write_json_atomic(os.path.join(config, "processingjobconfig.json"), task.processing_job_config)
+    files.write_json_atomic(os.path.join(config, "resourceconfig.json"), resource_config, durable=False)
+    files.write_json_atomic(
+        os.path.join(config, "processingjobconfig.json"), task.processing_job_config, durable=False
+    )
     os.makedirs(jobdir.host_path("/opt/ml/output"), exist_ok=True)
     for path in task.local_paths:
         os.makedirs(jobdir.host_path(path), exist_ok=True)

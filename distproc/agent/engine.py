@@ -171,7 +171,7 @@ class CliEngine(Engine):
     def start(self, task: HostTask, ml_dir: str, env_file: str) -> Tuple[int, str]:
         file_lines, inherited = env_lines(task.environment)
         # Values go through a 0600 file (and, with a newline, docker's own environment), never argv.
-        write_atomic(env_file, "".join(line + "\n" for line in file_lines).encode("utf-8"), 0o600)
+        write_atomic(env_file, "".join(line + "\n" for line in file_lines).encode("utf-8"), 0o600, durable=False)
         try:
             names = set(inherited)
             extra = {k: v for k, v in task.environment if k in names}

@@ -21,16 +21,23 @@ MESSAGE_CHARS = 1024
 MESSAGE_READ_LIMIT = 16 * 1024 * 1024
 
 
-def write_atomic(path: str, data: bytes, mode: int = 0o644) -> None:
-    """Write a file so readers see the old content or the new, never a part."""
+def write_atomic(path: str, data: bytes, mode: int = 0o644, durable: bool = True) -> None:
+    """Write a file so readers see the old content or the new, never a part.
+
+    `durable` also has it survive a crash of the host (fsync). Files that serve
+    only the run in progress (the task, the container's configuration, the
+    pid) pass False: after a crash there is no run for them to serve, and each
+    fsync put a disk flush on the path to the container's start.
+    """
     folder = os.path.dirname(path) or "."
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -38,8 +45,8 @@ def write_atomic(path: str, data: bytes, mode: int = 0o644) -> None:
         raise
 
 
-def write_json_atomic(path: str, doc: Any, mode: int = 0o644) -> None:
-    write_atomic(path, (json.dumps(doc, sort_keys=True) + "\n").encode("utf-8"), mode)
+def write_json_atomic(path: str, doc: Any, mode: int = 0o644, durable: bool = True) -> None:
+    write_atomic(path, (json.dumps(doc, sort_keys=True) + "\n").encode("utf-8"), mode, durable)
 
 
 def read_json(path: str) -> Optional[Any]:

@@ -59,9 +59,10 @@ def _read_from(path: str, offset: int) -> Tuple[bytes, int]:
     return data, offset + len(data)
 
 
-def _emit(out: IO[str], doc: Dict[str, Any]) -> None:
+def _emit(out: IO[str], doc: Dict[str, Any], flush: bool = True) -> None:
     out.write(json.dumps(doc, sort_keys=True) + "\n")
-    out.flush()
+    if flush:
+        out.flush()
 
 
 class _Pings:
@@ -161,6 +162,7 @@ def _follow(
             watch.drain()  # what changes from here on wakes the wait below
         finished = os.path.exists(jobdir.result)
         progressed = True
+        sent = False  # lines written and not yet flushed
         while progressed:
             progressed = False
             data, new_offset = _read_from(jobdir.events, events_offset)
@@ -173,20 +175,26 @@ def _follow(
                         event = json.loads(line.decode("utf-8"))
                     except ValueError:
                         continue
-                    _emit(out, {"stream": "event", "offset": events_offset, "event": event})
+                    # What is read in one look goes out together: one write, one SSH packet.
+                    _emit(out, {"stream": "event", "offset": events_offset, "event": event}, flush=False)
+                    sent = True
                 progressed = True
                 poll = FIRST_POLL_SECONDS
             data, new_offset = _read_from(jobdir.log, log_offset)
             if data:
                 log_offset = new_offset
-                _emit(out, {"stream": "log", "offset": log_offset, "data": data.decode("utf-8", "surrogateescape")})
+                text = data.decode("utf-8", "surrogateescape")
+                _emit(out, {"stream": "log", "offset": log_offset, "data": text}, flush=False)
+                sent = True
                 progressed = True
                 poll = FIRST_POLL_SECONDS
             if progressed:
                 said = time.monotonic()
         if finished:
-            _emit(out, {"stream": "result", "result": read_json(jobdir.result)})
+            _emit(out, {"stream": "result", "result": read_json(jobdir.result)})  # flushes the rest too
             return 0
+        if sent:
+            out.flush()
         pid = agent_pid(jobdir)
         if pid is None or not pid_alive(pid):
             # The result may land between our two checks; look a few more times.

@@ -54,7 +54,7 @@ def launch(jobdir: JobDir) -> int:
             if grandchild == 0:
                 _detach_stdio(jobdir)
                 pid = os.getpid()
-                write_atomic(jobdir.pid, "{}\n".format(pid).encode("ascii"))
+                write_atomic(jobdir.pid, "{}\n".format(pid).encode("ascii"), durable=False)
                 os.write(write_end, "{}\n".format(pid).encode("ascii"))
                 os.close(write_end)
                 code = 0

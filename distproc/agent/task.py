@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 # The task's types live with the rest of the wire protocol; the agent's modules take them from here.
 from .protocol import CONTAINER_ML_ROOT as CONTAINER_ML_ROOT
@@ -54,9 +54,15 @@ class JobDir:
 
     def __init__(self, root: str) -> None:
         self.root = os.path.abspath(root)
+        self._checked: Dict[str, str] = {}
 
     def path(self, name: str) -> str:
-        return inside(self.root, name)
+        # Checked once per name: resolving the folder's links (a stat per part of the
+        # path) at every look was a fifth of a follower's time (it looks many times a job).
+        found = self._checked.get(name)
+        if found is None:
+            found = self._checked[name] = inside(self.root, name)
+        return found
 
     @property
     def task(self) -> str:
