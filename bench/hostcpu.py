@@ -16,8 +16,18 @@ Builds the namespace test cluster, then:
 2. Start costs, on this machine: `python3 -c pass`, the imports of the
    agent's modules (the agent as shipped, unpacked and byte-compiled), and
    `docker --version`, 20 times each, CPU from RUSAGE_CHILDREN.
-3. The whole machine around one round on every host (--hosts): CPU-seconds
-   busy (/proc/stat) per host, distproc against pdsh, 3 rounds each.
+3. The whole machine around one round on every host (--hosts), 3 rounds per
+   tool (distproc, distproc through its fork-server, pdsh), taking turns: CPU
+   per host by where it went, each in a cgroup of its own: the coordinator
+   (the command and all it starts; the fork-server and its connection
+   keeper), every host's sshd, every warm agent, every dockerd and
+   containerd, the containers themselves (the test daemons' cgroup parent),
+   and the rest (the kernel's own threads and interrupts: the whole
+   machine's count less all of these and less this script). Each round is
+   counted from a quiet machine until the machine is quiet again, so the
+   containers' exits and removals, which pdsh leaves running when it
+   returns, are counted too. With the machine CPU-bound (N hosts' daemons on
+   a few cores), the launch latency follows this total.
 
 Prints Markdown tables; writes bench/results/hostcpu.json. Needs cgroup v1's
 cpuacct controller or cgroup v2 (as root).
@@ -37,14 +47,17 @@ import sys
 import tempfile
 import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import launch  # noqa: E402
 from bench.launch import Bench, ensure_pdsh  # noqa: E402
 from tests.cluster import ClusterConfig, running_cluster  # noqa: E402
+from tests.cluster.constants import CGROUP_PARENT  # noqa: E402
 from tests.cluster.hygiene import _pids_in_netns  # noqa: E402
 from tests.cluster.process import _comm  # noqa: E402
 
@@ -95,6 +108,112 @@ class CpuGroups:
                 group.rmdir()
 
 
+class MachineGroups:
+    """Part 3: cgroups (cgroup v1's cpuacct) for the coordinator, sshd, the warm agents and Docker's
+    daemons, on every host; with the containers' own cgroups and the whole machine's count."""
+
+    names = ("coordinator", "sshd", "warm agents", "dockerd + containerd")
+
+    def __init__(self) -> None:
+        self.root = Path("/sys/fs/cgroup/cpuacct")
+        if not (self.root / "cpuacct.usage").exists():
+            raise SystemExit("bench.hostcpu's whole-machine part needs cgroup v1's cpuacct (as root)")
+        self.groups = {name: self.root / f"distproc-bench-machine-{i}" for i, name in enumerate(self.names)}
+        for group in self.groups.values():
+            group.mkdir(exist_ok=True)
+
+    def procs(self, name: str) -> Path:
+        return self.groups[name] / "cgroup.procs"
+
+    def adopt_hosts(self, pids: list[int]) -> None:
+        for pid in pids:
+            comm = _comm(pid)
+            which = (
+                "sshd"
+                if comm.startswith("sshd")
+                else "warm agents"
+                if comm.startswith("python")
+                else "dockerd + containerd"
+                if comm.startswith(("dockerd", "containerd"))
+                else None
+            )
+            if which is not None:
+                with contextlib.suppress(OSError):  # gone meanwhile
+                    self.procs(which).write_text(str(pid))
+
+    def usage_ms(self) -> dict[str, float]:
+        def read(folder: Path) -> float:
+            usage = folder / "cpuacct.usage"
+            return int(usage.read_text()) / 1e6 if usage.exists() else 0.0
+
+        out = {name: read(group) for name, group in self.groups.items()}
+        out["containers"] = read(self.root / CGROUP_PARENT)
+        out["total"] = read(self.root)
+        return out
+
+    def release(self) -> None:
+        for group in self.groups.values():
+            for pid in (group / "cgroup.procs").read_text().split():
+                with contextlib.suppress(OSError):
+                    (self.root / "cgroup.procs").write_text(pid)
+            with contextlib.suppress(OSError):
+                group.rmdir()
+
+
+def until_quiet(limit: float = 30.0) -> None:
+    """Wait until the machine is nearly idle (under a tenth of a core busy over half a second)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        before = busy_seconds()
+        time.sleep(0.5)
+        if busy_seconds() - before < 0.05:
+            return
+
+
+def self_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def machine_rounds(bench: Bench, n: int, rounds: int = 3) -> dict[str, list[dict[str, float]]]:
+    """Part 3: per host, per tool, the whole machine's CPU (ms) by where it went, and the launch latency (s)."""
+    groups = MachineGroups()
+    runners: dict[str, Callable[[int], dict[str, float]]] = {
+        "distproc": bench.distproc,
+        "distproc fork-server": bench.forkserver,
+        "pdsh": bench.pdsh_run,
+    }
+    rows: dict[str, list[dict[str, float]]] = {name: [] for name in runners}
+    try:
+        launch.START_IN_CGROUP = groups.procs("coordinator")
+        bench.distproc(n)  # every host's warm agent, then the fork-server and its keeper, all connected
+        bench.start_forkserver(n)
+        for pid in (bench.forkserver_pid(), bench.keeper_pid()):
+            if pid is not None:
+                groups.procs("coordinator").write_text(str(pid))
+        groups.adopt_hosts(_pids_in_netns([h.netns for h in bench.cluster.hosts]))
+        for rep in range(rounds):
+            order = list(runners)
+            k = rep % len(order)
+            for name in order[k:] + order[:k]:
+                until_quiet()
+                before, mine = groups.usage_ms(), self_cpu()
+                result = runners[name](n)
+                until_quiet()
+                after, mine = groups.usage_ms(), self_cpu() - mine
+                row = {g: (after[g] - before[g]) / n for g in after}
+                row["total"] -= mine * 1000 / n  # this script's own reading of the results
+                row["rest"] = row["total"] - sum(row[g] for g in (*groups.names, "containers"))
+                row["latency"] = result["latency"]
+                rows[name].append(row)
+            totals = ", ".join(f"{k} {v[-1]['total']:.0f} ms/host" for k, v in rows.items())
+            print(f"machine round {rep + 1}: {totals}", flush=True)
+    finally:
+        launch.START_IN_CGROUP = None
+        groups.release()
+    return rows
+
+
 def busy_seconds() -> float:
     fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
     return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
@@ -139,7 +258,6 @@ def main() -> int:
     pdsh = ensure_pdsh()
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "distproc")], check=True)
     per_job: dict[str, list[dict[str, float]]] = {"distproc": [], "distproc fork-server": [], "pdsh": [], "ssh": []}
-    machine: dict[str, list[float]] = {"distproc": [], "pdsh": []}
     with tempfile.TemporaryDirectory(prefix="bench-hostcpu-") as tmp, running_cluster(cfg) as cluster:
         bench = Bench(cluster, Path(tmp), pdsh)
         bench.cleanup = lambda n, name: None  # type: ignore[method-assign]  # --rm removes them, counted
@@ -152,7 +270,7 @@ def main() -> int:
             bench.start_forkserver(1)  # and the connection keeper, whose sshd session on h1 counts as "ssh"
             netns = cluster.hosts[0].netns
             groups.adopt([p for p in _pids_in_netns([netns]) if _comm(p).startswith("python")])
-            runners = {
+            runners: dict[str, Callable[[int], dict[str, float]]] = {
                 "distproc": bench.distproc,
                 "distproc fork-server": bench.forkserver,
                 "pdsh": bench.pdsh_run,
@@ -171,14 +289,7 @@ def main() -> int:
         finally:
             groups.release()
         n = len(cluster.hosts)
-        bench.distproc(n)
-        for rep in range(3):
-            for name, run in (("distproc", bench.distproc), ("pdsh", bench.pdsh_run))[:: 1 if rep % 2 == 0 else -1]:
-                time.sleep(SETTLE_SECONDS)
-                busy_before = busy_seconds()
-                run(n)
-                machine[name].append((busy_seconds() - busy_before) / n * 1000)
-            print(f"machine round {rep + 1}: " + ", ".join(f"{k} {v[-1]:.0f} ms/host" for k, v in machine.items()))
+        machine = machine_rounds(bench, n)
     res: dict[str, Any] = {
         "args": vars(args),
         "per_job_ms": {
@@ -187,7 +298,10 @@ def main() -> int:
         },
         "per_job_runs": per_job,
         "start_cost_ms": costs,
-        "machine_busy_ms_per_host": {k: {"median": statistics.median(v), "values": v} for k, v in machine.items()},
+        "machine_ms_per_host": {
+            k: {g: statistics.median(r[g] for r in rows) for g in rows[0]} for k, rows in machine.items()
+        },
+        "machine_runs": machine,
         "hosts": n,
     }
     out = ROOT / "bench" / "results"
@@ -203,9 +317,15 @@ def main() -> int:
     print("\n| start cost | CPU ms |\n| --- | --- |")
     for label, ms in costs.items():
         print(f"| {label} | {ms:.1f} |")
-    print(f"\n| whole machine busy around a {n}-host round | ms per host (median of 3) |\n| --- | --- |")
-    for name, m in res["machine_busy_ms_per_host"].items():
-        print(f"| {name} | {m['median']:.0f} |")
+    columns = ("coordinator", "sshd", "warm agents", "dockerd + containerd", "containers", "rest", "total")
+    print(f"\n| a {n}-host no-op job, CPU ms per host (median of 3) | " + " | ".join(columns) + " | launch s |")
+    print("| --- " * (len(columns) + 2) + "|")
+    for name, m in res["machine_ms_per_host"].items():
+        print(f"| {name} | " + " | ".join(f"{m[c]:.1f}" for c in columns) + f" | {m['latency']:.2f} |")
+    pdsh = res["machine_ms_per_host"]["pdsh"]
+    for name in ("distproc", "distproc fork-server"):
+        m = res["machine_ms_per_host"][name]
+        print(f"{name} / pdsh: total CPU {m['total'] / pdsh['total']:.2f}, launch {m['latency'] / pdsh['latency']:.2f}")
     return 0
 
 

@@ -68,11 +68,29 @@ def ensure_pdsh() -> str:
     return "/usr/bin/pdsh"
 
 
+#: A cgroup's cgroup.procs that each measured command starts in (bench.hostcpu's whole-machine part
+#: counts the coordinator's side there); None: this process's own.
+START_IN_CGROUP: Path | None = None
+
+
+def _into_start_cgroup() -> None:
+    """In the forked child, before exec: move this process (the command to be) into START_IN_CGROUP."""
+    if START_IN_CGROUP is not None:
+        START_IN_CGROUP.write_text("0")  # "0": the writing process itself
+
+
 def measured(argv: list[str], env: dict[str, str] | None = None) -> dict[str, float]:
     """Run argv; wall time, CPU (self and with children), peak RSS; fail on a non-zero exit."""
     with tempfile.TemporaryFile() as out:
         t0 = time.time()
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            preexec_fn=_into_start_cgroup if START_IN_CGROUP is not None else None,  # the bench runs no threads
+        )
         os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)  # a zombie: /proc still readable
         wall = time.time() - t0
         stat = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
