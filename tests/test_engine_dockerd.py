@@ -181,12 +181,24 @@ def test_remove_running_or_gone_and_state_of_nothing(api: ApiEngine, cluster: Cl
     task = make_task(entrypoint=["sleep", "600"])
     start(api, task, tmp_path)
     assert task.container_name in cluster.containers("local", all=False)
-    api.remove(task.container_name)
+    assert api.remove(task.container_name) is True
     assert task.container_name not in cluster.containers("local")
-    api.remove(task.container_name)  # not there: fine
+    assert api.remove(task.container_name) is True  # not there: gone all the same
     assert api.state(task.container_name) is None
     assert api.exit_code(task.container_name) is None
     assert api.daemon_answers()
+
+
+def test_remove_through_the_cli_says_whether_the_container_is_gone(
+    cli: CliEngine, cluster: Cluster, tmp_path: Path
+) -> None:
+    task = make_task(entrypoint=["sleep", "600"])
+    start(cli, task, tmp_path)
+    assert cli.remove(task.container_name) is True
+    assert task.container_name not in cluster.containers("local")
+    assert cli.remove(task.container_name) is True  # not there: gone all the same
+    unreachable = CliEngine(DockerAccess(("docker",), f"unix://{tmp_path}/no-daemon.sock"))
+    assert unreachable.remove(task.container_name) is False
 
 
 def test_a_container_over_its_memory_limit_is_reported_oom_killed(api: ApiEngine, tmp_path: Path) -> None:
@@ -354,6 +366,8 @@ def test_the_agent_runs_a_job_through_either_engine(
     assert ("image_ready", None) in kinds
     assert not os.path.exists(jobdir.env_file)
     assert f"distproc-engt-run-{kind}-algo-1" not in cluster.containers(h1)
+    # Said in the result, so the job's cleanup does not ask Docker again.
+    assert result["container_removed"] is True
 
 
 def test_the_agent_pulls_a_missing_image_and_fails_with_client_error(cluster: Cluster, tmp_path: Path) -> None:
@@ -392,3 +406,30 @@ def test_a_stop_with_no_agent_kills_by_identity_through_the_api(cluster: Cluster
     assert task.container_name not in cluster.containers(h1)
     result = json.loads(Path(jobdir.result).read_text())
     assert result["status"] == "Stopped" and result["stop_reason"] == "test"
+
+
+def test_cleanup_removes_the_container_unless_the_run_said_it_had(cluster: Cluster, tmp_path: Path) -> None:
+    """A run that ended by itself removed its container and said so: cleanup asks Docker nothing more.
+    A run that did not say so (killed, say) may have left it: cleanup removes it."""
+    from distproc.agent.cli import cleanup_job
+
+    h1 = cluster.hosts[0]
+    doc = task_doc(
+        job_name="engt-cleanup",
+        algo="algo-1",
+        image=SH,
+        entrypoint=["sleep", "600"],
+        add_hosts=[["algo-1", h1.address]],
+        docker={"command": ["docker"], "host": h1.docker_host},
+    )
+    jobdir = _jobdir(tmp_path, doc)
+    task = jobdir.load_task()
+    start(for_access(task.docker), task, tmp_path)
+    Path(jobdir.result).write_text(json.dumps({"status": "Completed", "container_removed": True}))
+    assert cleanup_job(jobdir)["removed"] is True
+    assert task.container_name in cluster.containers(h1, all=False), "taken at its word: Docker not asked"
+
+    jobdir = _jobdir(tmp_path / "again", doc)
+    Path(jobdir.result).write_text(json.dumps({"status": "Failed", "container_removed": False}))
+    assert cleanup_job(jobdir)["removed"] is True
+    assert task.container_name not in cluster.containers(h1)

@@ -74,9 +74,7 @@ def _prepare(jobdir: JobDir, task: HostTask, launch: bool) -> int:
         own = dict(task.add_hosts).get(task.algo, "")
         resource_config["network_interface_name"] = netif.interface_for(own) or "eth0"
     files.write_json_atomic(os.path.join(config, "resourceconfig.json"), resource_config, durable=False)
-    files.write_json_atomic(
-        os.path.join(config, "processingjobconfig.json"), task.processing_job_config, durable=False
-    )
+    files.write_json_atomic(os.path.join(config, "processingjobconfig.json"), task.processing_job_config, durable=False)
     os.makedirs(jobdir.host_path("/opt/ml/output"), exist_ok=True)
     for path in task.local_paths:
         os.makedirs(jobdir.host_path(path), exist_ok=True)
@@ -374,7 +372,7 @@ def cleanup_job(jobdir: JobDir) -> Dict[str, Any]:
         task: Optional[HostTask] = jobdir.load_task()
     except TaskError:
         task = None  # gone already: a host whose run nobody followed cleaned up itself (runner.py)
-    if task is not None:
+    if task is not None and not _run_removed_its_container(jobdir):
         from .engine import for_access
 
         for_access(task.docker).remove(task.container_name)
@@ -385,6 +383,17 @@ def cleanup_job(jobdir: JobDir) -> Dict[str, Any]:
 
     gpu, samples = read_samples(jobdir.metrics)
     return {"removed": not problems, "problems": problems, "metrics": {"gpu": gpu, "samples": samples}}
+
+
+def _run_removed_its_container(jobdir: JobDir) -> bool:
+    """Whether the run's result says it removed its container (two Docker calls fewer per job)."""
+    from .files import read_json
+
+    try:
+        result = read_json(jobdir.result)
+    except (OSError, ValueError):
+        return False
+    return isinstance(result, dict) and result.get("container_removed") is True
 
 
 class _Skipped:

@@ -225,8 +225,10 @@ class Docker:
         # A container that already exited makes kill fail; that is the goal reached.
         self.run(["kill", "--signal", signal, name], check=False)
 
-    def remove(self, name: str) -> None:
-        self.run(["rm", "--force", name], check=False)
+    def remove(self, name: str) -> bool:
+        """Remove the container; whether it is gone now (removed, or there was none)."""
+        status, _, err = self.run(["rm", "--force", name], check=False)
+        return status == 0 or "No such container" in err
 
     def exit_code(self, name: str) -> Optional[int]:
         state = self.state(name)

@@ -144,8 +144,8 @@ class Engine(abc.ABC):
         """Send a signal; a container that already ended is the goal reached."""
 
     @abc.abstractmethod
-    def remove(self, name: str) -> None:
-        """Remove the container, running or not; one that is not there is fine."""
+    def remove(self, name: str) -> bool:
+        """Remove the container, running or not; whether it is gone now (one that was not there is)."""
 
     @abc.abstractmethod
     def state(self, name: str) -> Optional[ContainerState]:
@@ -204,8 +204,8 @@ class CliEngine(Engine):
     def kill(self, name: str, signal: str) -> None:
         self.cli.kill(name, signal)
 
-    def remove(self, name: str) -> None:
-        self.cli.remove(name)
+    def remove(self, name: str) -> bool:
+        return self.cli.remove(name)
 
     def state(self, name: str) -> Optional[ContainerState]:
         return self.cli.state(name)
@@ -417,9 +417,14 @@ class ApiEngine(Engine):
         with contextlib.suppress(ApiError, OSError):
             self.call("POST", "/containers/{}/kill?signal={}".format(_q(name), _q(signal)))
 
-    def remove(self, name: str) -> None:
-        with contextlib.suppress(ApiError, OSError):
+    def remove(self, name: str) -> bool:
+        try:
             self.call("DELETE", "/containers/{}?force=1".format(_q(name)))
+        except ApiError as exc:
+            return exc.status == 404  # no such container
+        except OSError:
+            return False
+        return True
 
     def state(self, name: str) -> Optional[ContainerState]:
         try:

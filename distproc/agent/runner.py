@@ -218,7 +218,8 @@ def _run_task(
     except DockerError as exc:
         return _finish(jobdir, events, result, "InternalServerError", str(exc))
     finally:
-        engine.remove(task.container_name)
+        # Recorded so that the job's cleanup need not ask Docker again (cli.cleanup_job).
+        result["container_removed"] = engine.remove(task.container_name)
         if pipes is not None:
             _end_pipes(pipes, events, result)
     message, problem = read_message(jobdir.host_path("/opt/ml/output/message"))
