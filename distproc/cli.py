@@ -14,7 +14,6 @@ either (tests/test_cli_conventions.py; bench/startup.py measures it).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
@@ -837,29 +836,5 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
 
 
-def entry() -> None:
-    """The `distproc` command: main(), then an exit that skips the interpreter's teardown.
-
-    When main() returns, the job is recorded, connections are closed and files
-    written; what is left is freeing every imported module object by object
-    (asyncssh, cryptography, ...: about 50 ms), which each command, and so
-    every short job, would otherwise wait for. Output is flushed first.
-
-    With DISTPROC_FORKSERVER=1 a warm fork-server runs the command instead
-    (distproc/forkserver: the imports are paid once, not per command); when
-    it cannot, the command runs here as usual.
-    """
-    served = None
-    if os.environ.get("DISTPROC_FORKSERVER") == "1":
-        from .forkserver.client import serve
-
-        served = serve()
-    code = main() if served is None else served
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):
-            stream.flush()
-    os._exit(code)
-
-
 if __name__ == "__main__":
-    entry()
+    raise SystemExit(main())

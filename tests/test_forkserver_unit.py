@@ -18,6 +18,7 @@ import socket
 import stat
 import struct
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -94,6 +95,24 @@ def test_output_and_exit_code_are_those_of_the_command_in_process(runtime: Runti
     assert runtime.served() == [json.dumps(argv)]
     assert (served.returncode, served.stdout, served.stderr) == (here.returncode, here.stdout, here.stderr)
     assert here.stdout or here.stderr  # something was compared
+
+
+def test_a_served_command_imports_nothing_of_the_command_line_in_its_own_process(runtime: Runtime) -> None:
+    """The command's process only hands itself to the server: the CLI module, argparse and
+    dataclasses are the server's imports (paid once), not each command's."""
+    runtime.start_server()
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", DISTPROC, "list"],
+        env=runtime.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (done.returncode, done.stdout) == (0, "no jobs\n"), done.stderr
+    assert runtime.served() == ['["list"]']
+    imported = {line.rsplit("|", 1)[1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    assert "distproc.forkserver.client" in imported  # the client ran here ...
+    assert sorted(imported & {"distproc.cli", "argparse", "dataclasses"}) == []  # ... and nothing heavier
 
 
 def test_environment_cwd_and_umask_come_from_the_client(runtime: Runtime) -> None:

@@ -1,6 +1,6 @@
 """The fork-server's client: the part of `distproc` that runs before anything heavy is imported.
 
-With DISTPROC_FORKSERVER=1, cli.entry() calls serve() first. It connects to
+With DISTPROC_FORKSERVER=1, distproc.entry calls serve() first. It connects to
 the user's fork-server (server.py) and hands it this process's standard
 streams (SCM_RIGHTS), argv, cwd, environment and umask (all over the socket,
 never argv); the server forks a child that runs the command, tells us the
