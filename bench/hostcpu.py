@@ -55,7 +55,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import launch  # noqa: E402
-from bench.launch import Bench, ensure_pdsh  # noqa: E402
+from bench.launch import Bench, ensure_pdsh, inotify_room  # noqa: E402
 from tests.cluster import ClusterConfig, running_cluster  # noqa: E402
 from tests.cluster.constants import CGROUP_PARENT  # noqa: E402
 from tests.cluster.hygiene import _pids_in_netns  # noqa: E402
@@ -258,7 +258,11 @@ def main() -> int:
     pdsh = ensure_pdsh()
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "distproc")], check=True)
     per_job: dict[str, list[dict[str, float]]] = {"distproc": [], "distproc fork-server": [], "pdsh": [], "ssh": []}
-    with tempfile.TemporaryDirectory(prefix="bench-hostcpu-") as tmp, running_cluster(cfg) as cluster:
+    with (
+        inotify_room(cfg.n_hosts),
+        tempfile.TemporaryDirectory(prefix="bench-hostcpu-") as tmp,
+        running_cluster(cfg) as cluster,
+    ):
         bench = Bench(cluster, Path(tmp), pdsh)
         bench.cleanup = lambda n, name: None  # type: ignore[method-assign]  # --rm removes them, counted
         costs = start_costs(Path(tmp))

@@ -50,6 +50,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,35 @@ sys.path.insert(0, str(ROOT))
 from tests.cluster import Cluster, ClusterConfig, running_cluster  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+INOTIFY_INSTANCES = Path("/proc/sys/fs/inotify/max_user_instances")
+
+
+@contextlib.contextmanager
+def inotify_room(hosts: int) -> Iterator[None]:
+    """Room for every host's inotify instances while the cluster runs, as separate machines would have.
+
+    Each real host has its own limit on one user's inotify instances (128 by
+    default). Here every host's dockerd (a followed container's log) and
+    distproc's agent (a followed job's folder) are root's on one kernel, so
+    past about 60 hosts the shared limit runs out and the ones that get none
+    fall back to polling: a cost no fleet of separate hosts pays. Raised for
+    the run (as root), put back after.
+    """
+    try:
+        before = int(INOTIFY_INSTANCES.read_text())
+        wanted = 8 * hosts + 128
+        if before < wanted:
+            INOTIFY_INSTANCES.write_text(str(wanted))
+    except (OSError, ValueError):
+        yield  # not root, or no such setting: measured as it is
+        return
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            INOTIFY_INSTANCES.write_text(str(before))
 
 
 def ensure_pdsh() -> str:
@@ -499,7 +529,11 @@ def main() -> int:
     cfg = ClusterConfig(args.hosts, base.cluster_dir, base.run_dir, base.cache_dir, base.mirror)
     cfg.validate()
     runs: dict[int, list[dict[str, dict[str, float]]]] = {n: [] for n in sizes}
-    with tempfile.TemporaryDirectory(prefix="bench-launch-") as tmp, running_cluster(cfg) as cluster:
+    with (
+        inotify_room(cfg.n_hosts),
+        tempfile.TemporaryDirectory(prefix="bench-launch-") as tmp,
+        running_cluster(cfg) as cluster,
+    ):
         bench = Bench(cluster, Path(tmp), pdsh)
         bench.distproc(max(sizes))  # warm-up: installs the agent on every host
         bench.pdsh_run(max(sizes))
