@@ -47,7 +47,7 @@ import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,16 @@ from tests.cluster.hygiene import _pids_in_netns  # noqa: E402
 from tests.cluster.process import _comm  # noqa: E402
 
 SETTLE_SECONDS = 1.5
+
+
+def release_groups(root: Path, groups: Iterable[Path]) -> None:
+    """Move every process of each cgroup back to the root one, then remove the cgroups."""
+    for group in groups:
+        for pid in (group / "cgroup.procs").read_text().split():
+            with contextlib.suppress(OSError):
+                (root / "cgroup.procs").write_text(pid)
+        with contextlib.suppress(OSError):
+            group.rmdir()
 
 
 class CpuGroups:
@@ -100,12 +110,7 @@ class CpuGroups:
         return out
 
     def release(self) -> None:
-        for group in self.groups.values():
-            for pid in (group / "cgroup.procs").read_text().split():
-                with contextlib.suppress(OSError):
-                    (self.root / "cgroup.procs").write_text(pid)
-            with contextlib.suppress(OSError):
-                group.rmdir()
+        release_groups(self.root, self.groups.values())
 
 
 class MachineGroups:
@@ -152,12 +157,7 @@ class MachineGroups:
         return out
 
     def release(self) -> None:
-        for group in self.groups.values():
-            for pid in (group / "cgroup.procs").read_text().split():
-                with contextlib.suppress(OSError):
-                    (self.root / "cgroup.procs").write_text(pid)
-            with contextlib.suppress(OSError):
-                group.rmdir()
+        release_groups(self.root, self.groups.values())
 
 
 def until_quiet(limit: float = 30.0) -> None:

@@ -386,18 +386,22 @@ def test_the_agent_pulls_a_missing_image_and_fails_with_client_error(cluster: Cl
     assert [e["kind"] for e in _events(jobdir)][-2:] == ["image_pull_started", "finished"]
 
 
-def test_a_stop_with_no_agent_kills_by_identity_through_the_api(cluster: Cluster, tmp_path: Path) -> None:
-    """`agent stop` on a job whose runner is gone: the container is killed and removed, the result written."""
-    h1 = cluster.hosts[0]
-    doc = task_doc(
-        job_name="engt-orphan",
+def _sleeping_on(host: Any, job_name: str) -> dict[str, Any]:
+    """A task document: a container that sleeps for ten minutes on `host`'s daemon, through its API."""
+    return task_doc(
+        job_name=job_name,
         algo="algo-1",
         image=SH,
         entrypoint=["sleep", "600"],
-        add_hosts=[["algo-1", h1.address]],
-        docker={"command": ["docker"], "host": h1.docker_host},
+        add_hosts=[["algo-1", host.address]],
+        docker={"command": ["docker"], "host": host.docker_host},
     )
-    jobdir = _jobdir(tmp_path, doc)
+
+
+def test_a_stop_with_no_agent_kills_by_identity_through_the_api(cluster: Cluster, tmp_path: Path) -> None:
+    """`agent stop` on a job whose runner is gone: the container is killed and removed, the result written."""
+    h1 = cluster.hosts[0]
+    jobdir = _jobdir(tmp_path, _sleeping_on(h1, "engt-orphan"))
     task = jobdir.load_task()
     engine = for_access(task.docker)
     assert isinstance(engine, ApiEngine)
@@ -414,14 +418,7 @@ def test_cleanup_removes_the_container_unless_the_run_said_it_had(cluster: Clust
     from distproc.agent.cli import cleanup_job
 
     h1 = cluster.hosts[0]
-    doc = task_doc(
-        job_name="engt-cleanup",
-        algo="algo-1",
-        image=SH,
-        entrypoint=["sleep", "600"],
-        add_hosts=[["algo-1", h1.address]],
-        docker={"command": ["docker"], "host": h1.docker_host},
-    )
+    doc = _sleeping_on(h1, "engt-cleanup")
     jobdir = _jobdir(tmp_path, doc)
     task = jobdir.load_task()
     start(for_access(task.docker), task, tmp_path)
