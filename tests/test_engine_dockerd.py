@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,7 @@ import pytest
 
 from distproc.agent import engine as engine_mod
 from distproc.agent import runner
-from distproc.agent.engine import ApiEngine, CliEngine, Engine, for_access
+from distproc.agent.engine import ApiEngine, CliEngine, Engine, Started, for_access
 from distproc.agent.task import DockerAccess, HostTask, JobDir, parse_task
 from tests.cluster import Cluster
 from tests.task_docs import task_doc
@@ -65,11 +66,25 @@ def make_task(
     return parse_task(doc)
 
 
-def start(engine: Engine, task: HostTask, tmp_path: Path) -> None:
+def start(engine: Engine, task: HostTask, tmp_path: Path) -> Started:
+    """Started; the output the engine took from the start (the API's attach) goes to
+    tmp_path/<container>.attached.log."""
     ml = tmp_path / "ml"
     ml.mkdir(exist_ok=True)
-    status, err = engine.start(task, str(ml), str(tmp_path / "container.env"))
-    assert (status, err) == (0, "")
+    started = engine.start(task, str(ml), str(tmp_path / "container.env"), str(attached_log(task, tmp_path)))
+    assert (started.status, started.error) == (0, "")
+    assert (started.output is not None) == (engine.kind == "api"), "the API attaches; the CLI does not"
+    return started
+
+
+def attached_log(task: HostTask, tmp_path: Path) -> Path:
+    return tmp_path / f"{task.container_name}.attached.log"
+
+
+def start_failing(engine: Engine, task: HostTask, tmp_path: Path) -> tuple[int, str]:
+    started = engine.start(task, str(tmp_path), str(tmp_path / "container.env"), str(attached_log(task, tmp_path)))
+    assert started.output is None, "a container that did not start has no output to follow"
+    return started.status, started.error
 
 
 def wait(engine: Engine, name: str, timeout: float = 60) -> int | None:
@@ -101,14 +116,21 @@ def test_the_api_is_used_exactly_when_the_socket_is_certain_and_answers(cluster:
     assert isinstance(for_access(DockerAccess(("docker",), "unix:///run/dp/no-such/docker.sock")), CliEngine)
 
 
-def test_output_streams_as_it_comes_stdout_and_stderr_in_order(api: ApiEngine, tmp_path: Path) -> None:
-    """The follower writes while the container runs; stdout and stderr land interleaved as written;
+@pytest.mark.parametrize("how", ["attached", "followed"])
+def test_output_streams_as_it_comes_stdout_and_stderr_in_order(api: ApiEngine, tmp_path: Path, how: str) -> None:
+    """The output, attached from the start or followed from the log (as after a daemon restart),
+    is written while the container runs; stdout and stderr land interleaved as written;
     the exit code comes from the wait."""
     script = "echo out1; sleep 0.3; echo err1 >&2; sleep 0.3; printf 'out2 no newline'; sleep 2; echo; exit 3"
     task = make_task(entrypoint=["sh", "-c", script])
-    start(api, task, tmp_path)
-    log = tmp_path / "container.log"
-    follower = api.follow_logs(task.container_name, None, str(log))
+    started = start(api, task, tmp_path)
+    assert started.output is not None
+    if how == "attached":
+        log, follower = attached_log(task, tmp_path), started.output
+    else:
+        started.output.cut_now()  # type: ignore[attr-defined]
+        log = tmp_path / "container.log"
+        follower = api.follow_logs(task.container_name, None, str(log))
     # Docker hands on whole lines only (a partial one when the container ends).
     until(lambda: log.exists() and b"err1\n" in log.read_bytes(), "output before the exit")
     running = api.state(task.container_name)
@@ -118,6 +140,22 @@ def test_output_streams_as_it_comes_stdout_and_stderr_in_order(api: ApiEngine, t
     assert log.read_bytes() == b"out1\nerr1\nout2 no newline\n"
     state = api.state(task.container_name)
     assert state is not None and (state.running, state.exit_code, state.oom_killed) == (False, 3, False)
+
+
+def test_the_attached_output_has_what_the_container_wrote_the_moment_it_started(api: ApiEngine, tmp_path: Path) -> None:
+    """Attached before the start: the first bytes of a container that writes and exits at once
+    are there every time (the daemon registers the attach before it answers)."""
+    for i in range(8):
+        task = make_task(entrypoint=["sh", "-c", f"echo first-{i}; echo err-{i} >&2"])
+        started = start(api, task, tmp_path)
+        assert wait(api, task.container_name) == 0
+        assert started.output is not None
+        started.output.end()
+        assert sorted(attached_log(task, tmp_path).read_bytes().splitlines()) == [
+            f"err-{i}".encode(),
+            f"first-{i}".encode(),
+        ]
+        api.remove(task.container_name)
 
 
 def test_binary_and_big_output_is_what_the_cli_gives(api: ApiEngine, cli: CliEngine, tmp_path: Path) -> None:
@@ -130,14 +168,19 @@ def test_binary_and_big_output_is_what_the_cli_gives(api: ApiEngine, cli: CliEng
         "seq 1 300000"
     )
     task = make_task(entrypoint=["sh", "-c", script])
-    start(api, task, tmp_path)
+    started = start(api, task, tmp_path)
     via_api = tmp_path / "api.log"
     follower = api.follow_logs(task.container_name, None, str(via_api))
     assert wait(api, task.container_name) == 0
     follower.end()
+    assert started.output is not None
+    started.output.end()
     via_cli = logs(cli, task.container_name, tmp_path / "cli.log")
     got = via_api.read_bytes()
     assert got == via_cli
+    # The attached stream has not been through the log driver, which replaced the bytes
+    # that are not UTF-8 (below); all else is the same.
+    assert attached_log(task, tmp_path).read_bytes().replace(b"\xff\xfe", b"\xef\xbf\xbd\xef\xbf\xbd") == got
     expected_tail = "".join(f"{i}\n" for i in range(1, 300001)).encode()
     # The json-file log driver keeps NUL and control bytes; it replaces bytes that are not
     # UTF-8 with U+FFFD, for `docker logs` as for the API.
@@ -215,16 +258,16 @@ def test_a_missing_image_and_a_name_in_use_read_as_the_cli_says_them(
     """The runner tells these apart by Docker's words: "No such image" (pull, then start
     again) and "is already in use" (remove, then start again)."""
     missing = make_task(image="distproc-test:absent")
-    status, err = api.start(missing, str(tmp_path), str(tmp_path / "container.env"))
+    status, err = start_failing(api, missing, tmp_path)
     assert status == 125 and runner._missing_image(err), err
     assert err.startswith("docker: Error response from daemon: No such image: distproc-test:absent")
-    cli_status, cli_err = cli.start(missing, str(tmp_path), str(tmp_path / "container.env"))
+    cli_status, cli_err = start_failing(cli, missing, tmp_path)
     assert runner._missing_image(cli_err) and cli_status == 125
     assert not (tmp_path / "container.env").exists()
 
     task = make_task(entrypoint=["sleep", "600"])
     start(api, task, tmp_path)
-    status, err = api.start(task, str(tmp_path), str(tmp_path / "container.env"))
+    status, err = start_failing(api, task, tmp_path)
     assert status == 125 and "is already in use" in err, err
     api.remove(task.container_name)
     start(api, task, tmp_path)  # the name is free again
@@ -235,9 +278,12 @@ def test_a_container_that_cannot_start_gives_the_cli_status_and_words(
     api: ApiEngine, cli: CliEngine, tmp_path: Path
 ) -> None:
     task = make_task(entrypoint=["/no/such/program"])
-    status, err = api.start(task, str(tmp_path), str(tmp_path / "container.env"))
+    before = set(threading.enumerate())
+    status, err = start_failing(api, task, tmp_path)
+    # The API attached before the start that failed: that stream is cut, not left reading.
+    assert not [t for t in set(threading.enumerate()) - before if t.name == "docker-output"]
     api.remove(task.container_name)
-    cli_status, cli_err = cli.start(task, str(tmp_path), str(tmp_path / "container.env"))
+    cli_status, cli_err = start_failing(cli, task, tmp_path)
     api.remove(task.container_name)
     assert status == cli_status == 127, (err, cli_err)
     assert "no such file or directory" in err and "/no/such/program" in err

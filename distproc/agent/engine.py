@@ -24,7 +24,7 @@ import os
 import shutil
 import socket
 import threading
-from typing import IO, TYPE_CHECKING, Any, Dict, List, NamedTuple, Optional, Tuple
+from typing import IO, TYPE_CHECKING, Any, Callable, Dict, List, NamedTuple, Optional, Union
 
 if TYPE_CHECKING:
     import subprocess
@@ -114,6 +114,16 @@ class LogFollower(abc.ABC):
         """Let the stream end with the container, at most `timeout` seconds; then cut it."""
 
 
+class Started(NamedTuple):
+    """What starting a container gave: `docker run --detach`'s status and error text, and,
+    where the engine could take it from the start, the container's output already on its way
+    to the log file (None: the runner follows the log instead)."""
+
+    status: int
+    error: str
+    output: Optional[LogFollower] = None
+
+
 class Engine(abc.ABC):
     """What the runner asks of the host's Docker daemon."""
 
@@ -124,11 +134,13 @@ class Engine(abc.ABC):
         self.cli = Docker(access)
 
     @abc.abstractmethod
-    def start(self, task: HostTask, ml_dir: str, env_file: str) -> Tuple[int, str]:
-        """Create and start the container, detached: (0, "") or (status, Docker's error text).
+    def start(self, task: HostTask, ml_dir: str, env_file: str, log_path: str) -> Started:
+        """Create and start the container, detached: status 0, or Docker's status and error text.
 
         The status and text are those `docker run --detach` would give; the runner
         tells a missing image, a name in use and an unreachable daemon by the text.
+        An engine that can catch the output from the first byte appends it to
+        `log_path` and returns its follower in `output`.
         """
 
     @abc.abstractmethod
@@ -168,7 +180,7 @@ class CliEngine(Engine):
 
     kind = "cli"
 
-    def start(self, task: HostTask, ml_dir: str, env_file: str) -> Tuple[int, str]:
+    def start(self, task: HostTask, ml_dir: str, env_file: str, log_path: str) -> Started:
         file_lines, inherited = env_lines(task.environment)
         # Values go through a 0600 file (and, with a newline, docker's own environment), never argv.
         write_atomic(env_file, "".join(line + "\n" for line in file_lines).encode("utf-8"), 0o600, durable=False)
@@ -180,7 +192,7 @@ class CliEngine(Engine):
         finally:
             # Docker has read the values once the container exists; keep no copy on disk.
             os.unlink(env_file)
-        return status, err
+        return Started(status, err)
 
     def follow_logs(self, name: str, since: Optional[float], path: str) -> LogFollower:
         args = ["logs", "--follow"]
@@ -392,22 +404,49 @@ class ApiEngine(Engine):
 
     # The operations.
 
-    def start(self, task: HostTask, ml_dir: str, env_file: str) -> Tuple[int, str]:
+    def start(self, task: HostTask, ml_dir: str, env_file: str, log_path: str) -> Started:
         name = task.container_name
+        output: Optional[_ApiOutput] = None
         try:
             self.call("POST", "/containers/create?name=" + _q(name), create_body(task, ml_dir), START_TIMEOUT)
+            output = self._attach(name, log_path)
             self.call("POST", "/containers/{}/start".format(_q(name)), None, START_TIMEOUT)
         except ApiError as exc:
-            return _run_status(exc.message), "docker: Error response from daemon: {}".format(exc.message)
+            if output is not None:
+                output.cut_now()
+            return Started(_run_status(exc.message), "docker: Error response from daemon: {}".format(exc.message))
         except OSError as exc:
-            return 125, self._unreachable(exc)
-        return 0, ""
+            if output is not None:
+                output.cut_now()
+            return Started(125, self._unreachable(exc))
+        return Started(0, "", output)
+
+    def _attach(self, name: str, log_path: str) -> Optional[_ApiOutput]:
+        """The container's stdout and stderr from its first byte, attached before it starts.
+
+        Attaching costs the daemon less than following its log file (`logs?follow=1`
+        reads back through the json-file driver what it has just written), and the
+        agent reads the same frames. The daemon registers the attached streams before
+        it answers, so once the answer's headers are read nothing the container writes
+        is missed. None when the daemon would not attach: the runner then follows the log.
+        """
+        url = "/containers/{}/attach?stream=1&stdout=1&stderr=1".format(_q(name))
+        try:
+            response = self.open("POST", url, timeout=CALL_TIMEOUT)
+        except OSError:
+            return None
+        if response.status >= 400:
+            response.close()
+            return None
+        # A container may stay silent for hours: no timeout once attached; `end` cuts a stream that hangs.
+        response.sock.settimeout(None)
+        return _ApiOutput(response, log_path)
 
     def follow_logs(self, name: str, since: Optional[float], path: str) -> LogFollower:
         url = "/containers/{}/logs?follow=1&stdout=1&stderr=1".format(_q(name))
         if since is not None:
             url += "&since={:.3f}".format(since)
-        return _ApiLogs(self, url, path)
+        return _ApiOutput(lambda: self.open("GET", url, timeout=None), path)
 
     def wait(self, name: str) -> Waiter:
         return _ApiWait(self, name)
@@ -503,31 +542,34 @@ def create_body(task: HostTask, ml_dir: str) -> Dict[str, Any]:
     }
 
 
-class _ApiLogs(LogFollower):
-    """GET /containers/{id}/logs?follow=1: the multiplexed stream, demultiplexed into one file.
+class _ApiOutput(LogFollower):
+    """The multiplexed stream of an attach or of `logs?follow=1`, demultiplexed into one file.
 
     Non-TTY containers' output comes in frames: an 8-byte header (stream, 0, 0, 0,
     size as big-endian uint32), then the bytes. stdout and stderr go to the file
     interleaved as they come, as `docker logs --follow > log 2>&1` wrote them.
+    `stream` is the answer already opened (an attach), or how to open it on the
+    stream's own thread (a log follow, whose answer waits on nothing but the daemon).
     """
 
-    def __init__(self, engine: ApiEngine, url: str, path: str) -> None:
-        self.engine = engine
-        self.url = url
+    def __init__(self, stream: Union[_Response, Callable[[], _Response]], path: str) -> None:
+        self.stream = stream
         self.path = path
-        self.response: Optional[_Response] = None
+        self.response: Optional[_Response] = stream if isinstance(stream, _Response) else None
         self.cut = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="docker-logs", daemon=True)
+        self.thread = threading.Thread(target=self._run, name="docker-output", daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
         with open(self.path, "ab", buffering=0) as out:
-            try:
-                # No timeout: a container may stay silent for hours; `end` cuts a stream that hangs.
-                response = self.engine.open("GET", self.url, timeout=None)
-            except OSError:
-                return  # the daemon went away; the wait tells the runner so
-            self.response = response
+            response = self.response
+            if response is None:
+                assert not isinstance(self.stream, _Response)
+                try:
+                    response = self.stream()
+                except OSError:
+                    return  # the daemon went away; the wait tells the runner so
+                self.response = response
             try:
                 if response.status >= 400:
                     return
@@ -549,12 +591,16 @@ class _ApiLogs(LogFollower):
     def end(self, timeout: float = 30.0) -> None:
         self.thread.join(timeout)
         if self.thread.is_alive():
-            self.cut.set()
-            response = self.response
-            if response is not None:
-                with contextlib.suppress(OSError):
-                    response.sock.shutdown(socket.SHUT_RDWR)
-            self.thread.join(5.0)
+            self.cut_now()
+
+    def cut_now(self) -> None:
+        """Stop reading at once (a container that never started, or a stream that hangs)."""
+        self.cut.set()
+        response = self.response
+        if response is not None:
+            with contextlib.suppress(OSError):
+                response.sock.shutdown(socket.SHUT_RDWR)
+        self.thread.join(5.0)
 
 
 class _ApiWait(Waiter):
@@ -598,6 +644,7 @@ __all__: List[str] = [
     "CliEngine",
     "Engine",
     "LogFollower",
+    "Started",
     "WaitOutcome",
     "Waiter",
     "create_body",

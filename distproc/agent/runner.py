@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from . import ecr, lease, staging
 from .container import DockerError
-from .engine import Engine, WaitOutcome, docker_error_text, for_access
+from .engine import Engine, LogFollower, WaitOutcome, docker_error_text, for_access
 from .files import EventLog, now, read_json, read_message, remove_paths, write_atomic, write_json_atomic
 from .pids import pid_alive as pid_alive  # re-exported: cli and follow ask runner.pid_alive
 from .task import HostTask, JobDir, TaskError
@@ -277,24 +277,25 @@ def _run_container(
     resolved = _with_resolved_hosts(task)
     # Create and start at once: an image already on the host (the usual case) costs no
     # separate image check; a missing one is pulled, then the start is tried again.
-    status, err = engine.start(resolved, jobdir.ml, jobdir.env_file)
-    if status != 0 and _missing_image(err):
+    started = engine.start(resolved, jobdir.ml, jobdir.env_file, jobdir.log)
+    if started.status != 0 and _missing_image(started.error):
         _pull_image(engine, task, events)
         if stop.event.is_set():
             result.update(stopped=True, stop_reason=stop.reason)
             return
-        status, err = engine.start(resolved, jobdir.ml, jobdir.env_file)
-    elif status == 0:
+        started = engine.start(resolved, jobdir.ml, jobdir.env_file, jobdir.log)
+    elif started.status == 0:
         events.emit("image_ready", pulled=False)
-    if status != 0 and "is already in use" in err:
+    if started.status != 0 and "is already in use" in started.error:
         # A leftover of an earlier attempt under the same identity: removed only when
         # it is there, which saves every other start a docker call.
         engine.remove(name)
-        status, err = engine.start(resolved, jobdir.ml, jobdir.env_file)
-        if status == 0:
+        started = engine.start(resolved, jobdir.ml, jobdir.env_file, jobdir.log)
+        if started.status == 0:
             events.emit("image_ready", pulled=False)
     result["container_started"] = now()
-    if status != 0:
+    if started.status != 0:
+        err = started.error
         created_code = engine.exit_code(name)
         result.update(container_ended=now(), exit_code=created_code if created_code else None)
         # A daemon we cannot reach is the platform's fault; a container that
@@ -304,7 +305,7 @@ def _run_container(
             error_class="InternalServerError" if unreachable else "ClientError",
             error="container could not start: {}".format(docker_error_text(err)),
         )
-        events.emit("container_failed_to_start", status=status, docker=engine.kind)
+        events.emit("container_failed_to_start", status=started.status, docker=engine.kind)
         return
     events.emit("container_started", name=name, docker=engine.kind)
     continuous = staging.Continuous(jobdir, task)
@@ -312,7 +313,7 @@ def _run_container(
         continuous.start()
     except Exception as exc:
         events.emit("continuous_upload_failed", error=str(exc))
-    code = _ContainerWatch(jobdir, task, engine, events, stop, deadline, result, pipes).until_exit()
+    code = _ContainerWatch(jobdir, task, engine, events, stop, deadline, result, pipes).until_exit(started.output)
     result["container_ended"] = now()
     result["exit_code"] = code
     if code not in (0, None) and not result.get("error"):
@@ -367,10 +368,12 @@ class _ContainerWatch:
         self.interrupt_at: Optional[float] = None
         self.killed = False
 
-    def until_exit(self) -> Optional[int]:
+    def until_exit(self, output: Optional[LogFollower] = None) -> Optional[int]:
+        """The exit code; `output`: the container's output already followed since its start, if it is."""
         since: Optional[float] = None
         while True:
-            follower = self.engine.follow_logs(self.name, since, self.jobdir.log)
+            follower = output if output is not None else self.engine.follow_logs(self.name, since, self.jobdir.log)
+            output = None
             waiter = self.engine.wait(self.name)
             outcome: Optional[WaitOutcome] = None
             while outcome is None:
