@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -105,6 +106,42 @@ def test_follow_reports_a_run_whose_agent_died_without_a_result(tmp_path: Path) 
     out = io.StringIO()
     assert follow_mod.follow(jobdir, out=out) == 3
     assert _streamed(out)[-1] == {"stream": "lost", "pid": dead.pid}
+
+
+def test_a_run_launched_here_and_killed_outright_is_reported_lost_not_waited_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """runner.launch forks the run once: it is this process's child, in a session of its own.
+    Killed without a result, it stays a zombie until reaped; the follower in the same process
+    (the claim conversation) must see it dead, not wait for it forever."""
+    from distproc.agent import runner
+
+    release_r, release_w = os.pipe()
+
+    def run_killed_outright(jobdir: JobDir) -> None:  # in the forked child
+        os.close(release_w)  # the test's end: closed there, this reads the end of the pipe
+        os.read(release_r, 1)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    monkeypatch.setattr(runner, "run", run_killed_outright)
+    root = tmp_path / "jobs" / "j" / "algo-1"
+    root.mkdir(parents=True)
+    jobdir = JobDir(str(root))
+    pid = runner.launch(jobdir)
+    assert Path(jobdir.pid).read_text().strip() == str(pid)
+    assert os.getsid(pid) == pid, "the run leads a session of its own"
+    assert int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]) == os.getpid()
+    os.close(release_w)
+    os.close(release_r)
+    out = io.StringIO()
+    codes: list[int] = []
+    follower = threading.Thread(target=lambda: codes.append(follow_mod.follow(jobdir, out=out)), daemon=True)
+    follower.start()
+    follower.join(60)
+    assert not follower.is_alive(), "the follower took the dead run's zombie for a live run"
+    assert codes == [3] and _streamed(out)[-1] == {"stream": "lost", "pid": pid}
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # reaped already
 
 
 def test_pings_are_noted_and_a_request_during_follow_is_kept_for_the_conversation(tmp_path: Path) -> None:

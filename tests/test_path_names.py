@@ -232,6 +232,14 @@ def test_agent_job_folder_guard(tmp_path: Path) -> None:
     os.symlink(str(tmp_path), os.path.join(jobdir.root, "uploaded-out.json"))
     with pytest.raises(TaskError, match="through a link"):
         jobdir.path("uploaded-out.json")
+    # A link that stays in the folder is fine, as is a job folder reached through a link.
+    os.symlink("result.json", os.path.join(jobdir.root, "inner"))
+    assert jobdir.path("inner") == os.path.join(jobdir.root, "inner")
+    os.symlink(jobdir.root, str(tmp_path / "alias"))
+    aliased = JobDir(str(tmp_path / "alias"))
+    assert aliased.path("task.json") == str(tmp_path / "alias" / "task.json")
+    with pytest.raises(TaskError, match="through a link"):
+        aliased.path("uploaded-out.json")
 
 
 def test_agent_task_refuses_an_output_name_that_is_no_file_name() -> None:

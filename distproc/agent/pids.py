@@ -9,6 +9,18 @@ import os
 
 
 def pid_alive(pid: int) -> bool:
+    """Whether `pid` still runs. A child of this process that has ended (a zombie, which
+    kill(pid, 0) still finds) is reaped here and is not alive: the process that launched
+    a run (runner.launch, one fork) and then follows it asks exactly this."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass  # not our child: ask the kernel whether it exists
+    except OSError:
+        pass
+    else:
+        if done == pid:
+            return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
