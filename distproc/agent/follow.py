@@ -49,14 +49,27 @@ PINGS_MISSED_SECONDS = 10.0
 UNWATCHED = 4
 
 
-def _read_from(path: str, offset: int) -> Tuple[bytes, int]:
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(offset)
-            data = fh.read(CHUNK)
-    except FileNotFoundError:
-        return b"", offset
-    return data, offset + len(data)
+class _Appended:
+    """A file the run appends to, read from an offset: opened once it exists, kept open
+    (the run only appends; it never replaces these files), each look one pread."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fd: Optional[int] = None
+
+    def read_from(self, offset: int) -> Tuple[bytes, int]:
+        if self.fd is None:
+            try:
+                self.fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                return b"", offset
+        data = os.pread(self.fd, CHUNK, offset)
+        return data, offset + len(data)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 def _emit(out: IO[str], doc: Dict[str, Any], flush: bool = True) -> None:
@@ -153,6 +166,24 @@ def orphaned(jobdir: JobDir) -> bool:
 def _follow(
     jobdir: JobDir, events_offset: int, log_offset: int, out: IO[str], pings: _Pings, watch: Optional[DirWatch]
 ) -> int:
+    events, log = _Appended(jobdir.events), _Appended(jobdir.log)
+    try:
+        return _follow_files(jobdir, events, log, events_offset, log_offset, out, pings, watch)
+    finally:
+        events.close()
+        log.close()
+
+
+def _follow_files(
+    jobdir: JobDir,
+    events: _Appended,
+    log: _Appended,
+    events_offset: int,
+    log_offset: int,
+    out: IO[str],
+    pings: _Pings,
+    watch: Optional[DirWatch],
+) -> int:
     lost_checks = 0
     poll = FIRST_POLL_SECONDS
     said = float("-inf")  # when a line last went out
@@ -165,7 +196,7 @@ def _follow(
         sent = False  # lines written and not yet flushed
         while progressed:
             progressed = False
-            data, new_offset = _read_from(jobdir.events, events_offset)
+            data, new_offset = events.read_from(events_offset)
             # Only whole lines: a line still being written is read next time.
             cut = data.rfind(b"\n") + 1
             if cut:
@@ -180,7 +211,7 @@ def _follow(
                     sent = True
                 progressed = True
                 poll = FIRST_POLL_SECONDS
-            data, new_offset = _read_from(jobdir.log, log_offset)
+            data, new_offset = log.read_from(log_offset)
             if data:
                 log_offset = new_offset
                 text = data.decode("utf-8", "surrogateescape")
