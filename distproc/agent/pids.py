@@ -14,10 +14,8 @@ def pid_alive(pid: int) -> bool:
     a run (runner.launch, one fork) and then follows it asks exactly this."""
     try:
         done, _ = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass  # not our child: ask the kernel whether it exists
     except OSError:
-        pass
+        pass  # not our child (ChildProcessError): ask the kernel whether it exists
     else:
         if done == pid:
             return False

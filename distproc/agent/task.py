@@ -46,10 +46,13 @@ class JobDir:
     def path(self, name: str) -> str:
         """``root/name``, refused (TaskError) unless ``name`` is one plain file name that stays in the folder.
 
-        As `inside`, but the folder's links are resolved once per JobDir and each name's
-        once: with the folder resolved, a plain name can lead elsewhere only if it is a
-        link itself, which one lstat tells. (realpath of the whole path at every name was
-        hundreds of stats and most of a millisecond of Python per job on every host.)
+        The agent's copy of distproc.userfiles.inside (the agent imports nothing
+        from distproc; names from the job, an OutputName, become file names here),
+        but the folder's links are resolved once per JobDir and each name's once:
+        with the folder resolved, a plain name can lead elsewhere only if it is a
+        link itself, which one lstat tells. (realpath of the whole path at every
+        name was hundreds of stats and most of a millisecond of Python per job on
+        every host.)
         """
         found = self._checked.get(name)
         if found is None:
